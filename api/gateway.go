@@ -1,0 +1,69 @@
+package api
+
+import (
+	"context"
+	"time"
+
+	"github.com/longlink/longlink/metrics"
+)
+
+// Message is a push as the API accepted it.
+type Message struct {
+	Biz  uint16
+	Data []byte
+	ID   string // the business's message id, sent as PUSH meta "id"; may be empty
+	Ack  bool   // set ACK_REQUIRED on the PUSH
+}
+
+// PushResult is the outcome of a unicast or batch push.
+type PushResult struct {
+	Delivered int      `json:"delivered"`
+	Offline   []string `json:"offline"`
+	// Unrouted lists devices whose location could not be looked up because
+	// the shared route was unreachable (only with -redis).
+	Unrouted []string `json:"unrouted,omitempty"`
+}
+
+// DeviceInfo is where a device is.
+type DeviceInfo struct {
+	Online bool   `json:"online"`
+	Node   string `json:"node,omitempty"`
+	Conn   string `json:"conn,omitempty"`
+}
+
+// Endpoint is an access point a client can connect to.
+type Endpoint struct {
+	Proto string `json:"proto"` // tcp, ws, tls
+	Addr  string `json:"addr"`
+	Node  string `json:"node,omitempty"`
+	// Load is the node's connection count, for least-loaded-first order.
+	Load int64 `json:"load"`
+}
+
+// Gateway is what the HTTP API drives. The gateway package implements it;
+// every method is safe for concurrent use.
+type Gateway interface {
+	// Push delivers msg to each device; devices not connected anywhere are
+	// returned in Offline (their push is kept for resume when they have
+	// recovery state).
+	Push(ctx context.Context, devices []string, msg Message) (PushResult, error)
+	// PushGroup delivers msg to every connected member of group.
+	PushGroup(ctx context.Context, group string, msg Message) (delivered int, err error)
+	// Broadcast delivers msg to every logged-in connection.
+	Broadcast(ctx context.Context, msg Message) (delivered int, err error)
+	Join(ctx context.Context, group string, devices []string) error
+	Leave(ctx context.Context, group string, devices []string) error
+	GroupSize(ctx context.Context, group string) (int, error)
+	Device(ctx context.Context, device string) (DeviceInfo, error)
+	// Kick closes the device's connection with KICK; kicked is false when
+	// it was not connected.
+	Kick(ctx context.Context, device, reason string) (kicked bool, err error)
+	// Token mints a login token for device.
+	Token(device, app string, ttl time.Duration, groups []string) (string, error)
+	// Endpoints lists the access points, least loaded first.
+	Endpoints(ctx context.Context) ([]Endpoint, error)
+	Stats() metrics.Snapshot
+	// Ready reports whether the node accepts connections (false while
+	// draining).
+	Ready() bool
+}

@@ -1,0 +1,62 @@
+package metrics
+
+// Snapshot is the node's counters and gauges at one instant. The gateway
+// produces it; /v1/stats serves it as JSON and /metrics exposes it to
+// Prometheus. Counters only grow for the life of the process.
+type Snapshot struct {
+	Node        string  `json:"node"`
+	Connections int64   `json:"connections"` // open connections, logged in or not
+	LoggedIn    int64   `json:"logged_in"`   // connections past LOGIN
+	Goroutines  int64   `json:"goroutines"`
+	HeapInuse   int64   `json:"heap_inuse"`  // bytes, runtime.MemStats.HeapInuse
+	RSS         int64   `json:"rss"`         // bytes, resident set size of the process
+	CPUSeconds  float64 `json:"cpu_seconds"` // user+system CPU time of the process
+
+	Accepted  uint64 `json:"accepted"` // connections accepted
+	Refused   uint64 `json:"refused"`  // connections refused by -max-conns
+	Logins    uint64 `json:"logins"`   // successful logins
+	LoginFail uint64 `json:"login_failures"`
+	FramesIn  uint64 `json:"frames_in"`
+	FramesOut uint64 `json:"frames_out"`
+	BytesIn   uint64 `json:"bytes_in"`
+	BytesOut  uint64 `json:"bytes_out"`
+	// Kicks counts KICKs sent, by status name (BAD_FRAME, IDLE_TIMEOUT...).
+	Kicks map[string]uint64 `json:"kicks"`
+
+	Push       PushStats    `json:"push"`
+	Businesses []BizStats   `json:"businesses"`
+	Queues     []QueueStats `json:"queues"`
+}
+
+// PushStats counts downstream traffic.
+type PushStats struct {
+	Requests   uint64 `json:"requests"`   // push API calls accepted (unicast, group, broadcast)
+	Deliveries uint64 `json:"deliveries"` // PUSH frames handed to connections
+	Offline    uint64 `json:"offline"`    // unicast targets that were not connected
+	Recovered  uint64 `json:"recovered"`  // pushes redelivered by resume
+	Acks       uint64 `json:"acks"`       // PUSH_ACK frames received
+}
+
+// BizStats is one business's forwarding group.
+type BizStats struct {
+	ID       uint16 `json:"id"`
+	Target   string `json:"target"` // "echo" or the backend URL
+	Requests uint64 `json:"requests"`
+	// Results counts answers by status name (OK, TIMEOUT, OVERLOADED...).
+	Results  map[string]uint64 `json:"results"`
+	Queued   int64             `json:"queued"` // requests waiting now
+	InFlight int64             `json:"in_flight"`
+	Breaker  string            `json:"breaker"` // closed, open or half-open
+	// LatencySum and LatencyCount give the mean; buckets are in /metrics.
+	LatencySeconds float64 `json:"latency_seconds_sum"`
+	LatencyCount   uint64  `json:"latency_count"`
+}
+
+// QueueStats is a bounded queue's depth and capacity, so every bound the
+// gateway enforces is visible.
+type QueueStats struct {
+	Name    string `json:"name"`
+	Len     int64  `json:"len"`
+	Cap     int64  `json:"cap"`
+	Dropped uint64 `json:"dropped"`
+}
