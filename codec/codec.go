@@ -192,17 +192,32 @@ func PutHeader(b []byte, h *Header) {
 // It does not check sizes against a limit: the gateway only encodes
 // frames it has bounded on the way in.
 func AppendFrame(dst []byte, h Header, meta, body []byte) []byte {
-	h.MetaLen = uint16(len(meta))
-	h.BodyLen = uint32(len(body))
-	start := len(dst)
-	dst = append(dst, make([]byte, HeaderSize)...)
-	PutHeader(dst[start:], &h)
+	dst, start := BeginFrame(dst)
 	dst = append(dst, meta...)
-	return append(dst, body...)
+	dst = append(dst, body...)
+	EndFrame(dst, start, h, len(meta))
+	return dst
 }
 
 // SetSeq overwrites the seq field of the encoded frame at the start of b.
 // A broadcast is encoded once and each copy gets its device's seq this way.
 func SetSeq(b []byte, seq uint32) {
 	binary.BigEndian.PutUint32(b[OffsetSeq:], seq)
+}
+
+// BeginFrame starts a frame at the end of dst by appending a header-sized
+// placeholder; append meta entries (AppendMeta) and then the body to the
+// result, and finish with EndFrame. This builds a frame in one buffer
+// without knowing the meta's size in advance, and without allocating.
+func BeginFrame(dst []byte) (b []byte, start int) {
+	start = len(dst)
+	return append(dst, make([]byte, HeaderSize)...), start
+}
+
+// EndFrame writes h into the frame begun at start, with MetaLen metaLen
+// and BodyLen whatever follows the meta.
+func EndFrame(b []byte, start int, h Header, metaLen int) {
+	h.MetaLen = uint16(metaLen)
+	h.BodyLen = uint32(len(b) - start - HeaderSize - metaLen)
+	PutHeader(b[start:], &h)
 }

@@ -1,0 +1,189 @@
+package conn
+
+import (
+	"errors"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/cloudwego/netpoll"
+	"github.com/longlink/longlink/codec"
+	"github.com/longlink/longlink/dispatch/downstream"
+	"github.com/longlink/longlink/recovery"
+	"github.com/valyala/bytebufferpool"
+)
+
+// State is where a connection is in its life; see the package doc for the
+// legal moves.
+type State uint32
+
+const (
+	StateAccepted State = iota // connected, not logged in
+	StateLoggedIn              // LOGIN succeeded
+	StateClosing               // the server decided to close; the KICK is on its way
+	StateClosed                // the socket is closed
+)
+
+func (s State) String() string {
+	switch s {
+	case StateAccepted:
+		return "accepted"
+	case StateLoggedIn:
+		return "logged-in"
+	case StateClosing:
+		return "closing"
+	case StateClosed:
+		return "closed"
+	}
+	return "invalid"
+}
+
+// legal[from] is the set of states reachable from `from`, as bits.
+var legal = [...]uint8{
+	StateAccepted: 1<<StateLoggedIn | 1<<StateClosing | 1<<StateClosed,
+	StateLoggedIn: 1<<StateClosing | 1<<StateClosed,
+	StateClosing:  1 << StateClosed,
+	StateClosed:   0,
+}
+
+// Conn is one client connection. Every field earns its place: this struct
+// is multiplied by a million.
+type Conn struct {
+	id  uint64             // node-unique, never reused in a run; picks the downstream worker
+	hub *Hub               // the node's hub, for callbacks from the downstream worker
+	nc  netpoll.Connection // the socket; Close and the read buffer go through it
+
+	mu     sync.Mutex // guards fd against close: held across every write syscall
+	fd     int32      // the socket's descriptor, -1 once closed (guarded by mu)
+	state  atomic.Uint32
+	seen   atomic.Uint32 // wheel tick of the last frame received
+	born   uint32        // wheel tick of accept, for the login timeout
+	device string        // the token's sub, set at login
+	app    string        // the token's app claim
+
+	partial *bytebufferpool.ByteBuffer // bytes of a frame split across reads; nil when none (reader-owned)
+	out     downstream.Outbox          // pending output (owned by the downstream worker)
+	rec     atomic.Pointer[recovery.Entry]
+
+	groups []string // groups joined here, to leave them at close (guarded by the registry shard of device)
+
+	tokens float32 // rate limit bucket: requests available (reader-owned)
+	refill uint32  // rate limit bucket: millisecond tick of the last refill (reader-owned)
+
+	wnext, wprev *Conn // timing wheel slot list (guarded by the wheel's lock)
+	wslot        int32 // the wheel slot, -1 when not in the wheel
+}
+
+var errClosed = errors.New("conn: closed")
+
+// ID is the connection's node-unique id.
+func (c *Conn) ID() uint64 { return c.id }
+
+// Device is the logged-in device id ("" before login).
+func (c *Conn) Device() string { return c.device }
+
+// State is the connection's current state.
+func (c *Conn) State() State { return State(c.state.Load() & stateMask) }
+
+// The state word holds the State in its low byte and, once the server
+// decided to close, the KICK status in its high half, so the reason
+// reaches the disconnect event without another field.
+const stateMask = 0xFF
+
+// setState moves c to `to` if that is legal from its current state and
+// reports whether it did; status, when not OK, is recorded as the close
+// reason. Concurrent callers race; exactly one wins each move.
+func (c *Conn) setState(to State, status codec.Status) bool {
+	for {
+		word := c.state.Load()
+		from := State(word & stateMask)
+		if legal[from]&(1<<to) == 0 {
+			return false
+		}
+		next := word&^stateMask | uint32(to)
+		if status != codec.StatusOK {
+			next = uint32(status)<<16 | uint32(to)
+		}
+		if c.state.CompareAndSwap(word, next) {
+			c.hub.transition(c, from, to)
+			return true
+		}
+	}
+}
+
+// kickStatus is the status of the KICK that closed c, OK if the peer
+// left on its own.
+func (c *Conn) kickStatus() codec.Status { return codec.Status(c.state.Load() >> 16) }
+
+// Outbox implements downstream.Conn.
+func (c *Conn) Outbox() *downstream.Outbox { return &c.out }
+
+// Write implements downstream.Conn: a non-blocking write to the socket.
+func (c *Conn) Write(b []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.fd < 0 {
+		return 0, errClosed
+	}
+	for {
+		n, err := syscall.Write(int(c.fd), b)
+		switch {
+		case err == nil:
+			return n, nil
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			return 0, nil
+		default:
+			return 0, err
+		}
+	}
+}
+
+// Terminate implements downstream.Conn: it closes the socket; the close
+// hook does the rest.
+func (c *Conn) Terminate(codec.Status) {
+	c.nc.Close()
+}
+
+// StampPush implements downstream.Conn: the push gets the device's next
+// seq, and is kept for resume.
+func (c *Conn) StampPush(frame []byte, p *downstream.Push) {
+	e := c.rec.Load()
+	if e == nil {
+		e = c.hub.rec.Acquire(c.device)
+		if !c.rec.CompareAndSwap(nil, e) {
+			c.hub.rec.Detach(e, time.Now())
+			e = c.rec.Load()
+		}
+	}
+	codec.SetSeq(frame, e.Record(p.Frame, c.hub.opts.RecoverSize))
+}
+
+// Undelivered implements downstream.Conn: a push that found c gone is
+// kept for the device's resume.
+func (c *Conn) Undelivered(p *downstream.Push) {
+	if c.device != "" {
+		c.hub.rec.Offline(c.device, p.Frame, time.Now())
+	}
+}
+
+// kick sends KICK(status) and closes c; only the first close wins.
+func (c *Conn) kick(status codec.Status, reason string) {
+	if !c.setState(StateClosing, status) {
+		return
+	}
+	c.hub.countKick(status)
+	c.hub.down.Kick(c, status, reason)
+}
+
+// closed is the close hook: it runs once, on whichever goroutine saw the
+// socket close, before netpoll closes the descriptor.
+func (c *Conn) closed() {
+	c.mu.Lock()
+	c.fd = -1
+	c.mu.Unlock()
+	c.setState(StateClosed, codec.StatusOK)
+	c.hub.release(c)
+}

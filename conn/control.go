@@ -1,0 +1,77 @@
+package conn
+
+import (
+	"github.com/longlink/longlink/codec"
+	"github.com/longlink/longlink/dispatch/downstream"
+)
+
+// Lookup returns the device's connection on this node, or nil.
+func (h *Hub) Lookup(device string) *Conn { return h.reg.lookup(device) }
+
+// Members appends the connections of group's members on this node to dst.
+func (h *Hub) Members(group string, dst []downstream.Conn) []downstream.Conn {
+	return h.reg.members(group, dst)
+}
+
+// All appends every logged-in connection on this node to dst.
+func (h *Hub) All(dst []downstream.Conn) []downstream.Conn { return h.reg.all(dst) }
+
+// Join adds the device's connection here, if any, to group.
+func (h *Hub) Join(group, device string) {
+	if c := h.reg.lookup(device); c != nil {
+		h.reg.join(group, c)
+	}
+}
+
+// Leave removes the device's connection here, if any, from group.
+func (h *Hub) Leave(group, device string) {
+	if c := h.reg.lookup(device); c != nil {
+		h.reg.leave(group, c)
+	}
+}
+
+// Kick closes the device's connection here with KICK(status) and reports
+// whether there was one.
+func (h *Hub) Kick(device string, status codec.Status, reason string) bool {
+	c := h.reg.lookup(device)
+	if c == nil {
+		return false
+	}
+	c.kick(status, reason)
+	return true
+}
+
+// Drain makes the hub refuse new connections and kicks every open one
+// with SHUTTING_DOWN, carrying redirect when it is not empty. It returns
+// how many it kicked.
+func (h *Hub) Drain(redirect string) int {
+	h.redirect.Store(&redirect)
+	h.draining.Store(true)
+	var all []*Conn
+	h.wheel.each(func(c *Conn) { all = append(all, c) })
+	for _, c := range all {
+		c.kick(codec.StatusShuttingDown, "node is shutting down")
+	}
+	return len(all)
+}
+
+// Counters is the hub's part of the node's statistics.
+type Counters struct {
+	Connections, LoggedIn                        int64
+	Accepted, Refused, Logins, LoginFailures     uint64
+	FramesIn, BytesIn, Acks, Recovered, Requests uint64
+	Kicks                                        [codec.NumStatus]uint64
+}
+
+// Counters reads the hub's counters.
+func (h *Hub) Counters() (s Counters) {
+	s.Connections, s.LoggedIn = h.conns.Load(), h.loggedIn.Load()
+	s.Accepted, s.Refused = h.accepted.Load(), h.refused.Load()
+	s.Logins, s.LoginFailures = h.logins.Load(), h.loginFails.Load()
+	s.FramesIn, s.BytesIn = h.framesIn.Load(), h.bytesIn.Load()
+	s.Acks, s.Recovered, s.Requests = h.acks.Load(), h.recovered.Load(), h.requests.Load()
+	for i := range s.Kicks {
+		s.Kicks[i] = h.kicks[i].Load()
+	}
+	return s
+}

@@ -1,0 +1,42 @@
+// Package conn is the session layer: one small Conn per connection and
+// the Hub that owns them all. It implements every rule of the protocol's
+// session (docs/protocol.md): LOGIN with a JWT, the login timeout,
+// PING/PONG, the idle timeout, duplicate login, REQUEST admission (rate
+// limit, forwarding group), PUSH seq and PUSH_ACK, resume, and a KICK
+// with a status before every close the server decides.
+//
+// # States
+//
+// A connection moves through four states; every change goes through
+// Conn.setState, which checks the move is legal and updates the counters:
+//
+//	Accepted  -> LoggedIn (LOGIN ok), Closing (kick, failed login), Closed (peer left)
+//	LoggedIn  -> Closing (kick), Closed (peer left)
+//	Closing   -> Closed (socket closed after the KICK was written)
+//	Closed    -> (none)
+//
+// # What a connection costs
+//
+// An idle connection holds its Conn (about 200 bytes, every field
+// commented), netpoll's connection and read buffer, and entries in the
+// Hub's indexes. It holds no goroutine and no timer: reads run on
+// netpoll's pooled goroutines only while input exists, writes on the
+// downstream task group, and every timeout (login, idle) on one timing
+// wheel for the whole node.
+//
+// # Transports
+//
+// The session logic sees frames, never sockets: a transport (TCP here;
+// WebSocket and TLS later) turns socket bytes into frames below it, so a
+// new transport never touches login, routing or dispatch.
+//
+// # Concurrency
+//
+// For one connection, Hub.Data runs on one goroutine at a time (netpoll's
+// guarantee) and owns the read side: partial, the rate bucket. Its
+// downstream worker owns the Outbox. State, the last-seen tick and the
+// recovery entry are atomics; the socket is guarded by mu so a write can
+// never reach a file descriptor number that was closed and reused. Lock
+// order: registry shard, then Conn.mu; the wheel's lock is never held
+// with another.
+package conn

@@ -1,0 +1,261 @@
+package conn
+
+import (
+	"context"
+	"log/slog"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/cloudwego/netpoll"
+	"github.com/longlink/longlink/auth"
+	"github.com/longlink/longlink/codec"
+	"github.com/longlink/longlink/dispatch/downstream"
+	"github.com/longlink/longlink/dispatch/upstream"
+	"github.com/longlink/longlink/recovery"
+	"github.com/longlink/longlink/route"
+	"github.com/valyala/bytebufferpool"
+)
+
+// Submitter forwards REQUESTs upstream (dispatch/upstream.Dispatcher).
+type Submitter interface {
+	Submit(req *upstream.Request) codec.Status
+}
+
+// Events learns when devices come and go (the -events-url sink). Its
+// methods are called on connection goroutines and must not block.
+type Events interface {
+	Connected(node string, c *Conn)
+	Disconnected(node string, c *Conn, status codec.Status)
+}
+
+// Options configure a Hub. Every field is required unless it says what
+// its zero value means.
+type Options struct {
+	Node         string
+	MaxFrame     int
+	Heartbeat    time.Duration // sent to clients in LOGIN_ACK "hb"
+	IdleTimeout  time.Duration // no frame for this long: KICK(IDLE_TIMEOUT)
+	LoginTimeout time.Duration // not logged in after this long: KICK(NOT_LOGGED_IN)
+	Rate         float64       // REQUESTs per second per connection; zero means unlimited
+	Burst        int           // rate bucket size; zero means max(1, Rate)
+	MaxConns     int           // connections beyond this are refused; zero means unlimited
+	RecoverSize  int           // pushes kept per device for resume
+	RouteTimeout time.Duration // per route call; zero means 2s
+
+	Verifier *auth.Verifier
+	Route    route.Route
+	Recovery *recovery.Store
+	Down     *downstream.Group
+	Upstream Submitter
+	Events   Events       // nil: none
+	Logger   *slog.Logger // nil: slog.Default()
+
+	// OnTransition, when set, sees every state change; tests use it to
+	// fail on an illegal one.
+	OnTransition func(c *Conn, from, to State)
+}
+
+// Hub holds the node's connections and runs their session logic. It is
+// the reactor's Handler for every transport.
+type Hub struct {
+	opts  Options
+	log   *slog.Logger
+	down  *downstream.Group
+	rec   *recovery.Store
+	route route.Route
+	wheel *wheel
+	reg   registry
+	start time.Time
+
+	nextID   atomic.Uint64
+	draining atomic.Bool
+	redirect atomic.Pointer[string] // sent with KICK(SHUTTING_DOWN)
+
+	conns, loggedIn                              atomic.Int64
+	accepted, refused, logins, loginFails        atomic.Uint64
+	framesIn, bytesIn, acks, recovered, requests atomic.Uint64
+	kicks                                        [codec.NumStatus]atomic.Uint64
+}
+
+type ctxKey struct{}
+
+// NewHub returns a hub and starts its timing wheel.
+func NewHub(opts Options) *Hub {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.RouteTimeout <= 0 {
+		opts.RouteTimeout = 2 * time.Second
+	}
+	if opts.Burst <= 0 {
+		opts.Burst = max(1, int(opts.Rate))
+	}
+	h := &Hub{
+		opts:  opts,
+		log:   opts.Logger,
+		down:  opts.Down,
+		rec:   opts.Recovery,
+		route: opts.Route,
+		start: time.Now(),
+	}
+	h.reg.init()
+	h.wheel = newWheel(h, min(opts.IdleTimeout, opts.LoginTimeout))
+	return h
+}
+
+// Close stops the timing wheel.
+func (h *Hub) Close() { h.wheel.close() }
+
+// Prepare implements reactor.Handler: it admits or refuses a new
+// connection.
+func (h *Hub) Prepare(nc netpoll.Connection) context.Context {
+	h.accepted.Add(1)
+	ctx := context.Background()
+	fd := -1
+	if f, ok := nc.(interface{ Fd() int }); ok {
+		fd = f.Fd()
+	}
+	if fd < 0 || h.draining.Load() || (h.opts.MaxConns > 0 && h.conns.Load() >= int64(h.opts.MaxConns)) {
+		h.refused.Add(1)
+		status, reason := codec.StatusOverloaded, "too many connections"
+		if h.draining.Load() {
+			status, reason = codec.StatusShuttingDown, "node is draining"
+		}
+		if fd >= 0 {
+			// The socket is new and its buffer empty: one small write
+			// either fits whole or the client never reads anyway.
+			var buf [128]byte
+			_, _ = syscall.Write(fd, h.kickFrame(buf[:0], status, reason))
+		}
+		h.countKick(status)
+		nc.Close()
+		return ctx
+	}
+	c := &Conn{id: h.nextID.Add(1), hub: h, nc: nc, fd: int32(fd), wslot: -1}
+	c.born = h.wheel.now()
+	c.seen.Store(c.born)
+	h.conns.Add(1)
+	_ = nc.AddCloseCallback(func(netpoll.Connection) error { c.closed(); return nil })
+	h.wheel.add(c)
+	return context.WithValue(ctx, ctxKey{}, c)
+}
+
+// Data implements reactor.Handler: it consumes all buffered input, frame
+// by frame, and keeps an incomplete frame's bytes aside.
+func (h *Hub) Data(ctx context.Context, nc netpoll.Connection) error {
+	c, _ := ctx.Value(ctxKey{}).(*Conn)
+	r := nc.Reader()
+	n := r.Len()
+	if c == nil {
+		_ = r.Skip(n)
+		return nc.Close()
+	}
+	in, err := r.Next(n)
+	if err != nil {
+		return err
+	}
+	h.bytesIn.Add(uint64(n))
+	c.seen.Store(h.wheel.now())
+	if c.State() >= StateClosing {
+		return r.Release() // a closing connection's input is dropped
+	}
+	if c.partial != nil {
+		c.partial.B = append(c.partial.B, in...)
+		in = c.partial.B
+	}
+	used := c.feed(in)
+	if rest := len(in) - used; rest > 0 && c.State() < StateClosing {
+		if c.partial == nil {
+			c.partial = bytebufferpool.Get()
+			c.partial.B = append(c.partial.B, in[used:]...)
+		} else {
+			c.partial.B = c.partial.B[:copy(c.partial.B, in[used:])]
+		}
+	} else if c.partial != nil {
+		bytebufferpool.Put(c.partial)
+		c.partial = nil
+	}
+	return r.Release()
+}
+
+// transition counts a state change and calls the test hook.
+func (h *Hub) transition(c *Conn, from, to State) {
+	if to == StateLoggedIn {
+		h.loggedIn.Add(1)
+	}
+	if h.opts.OnTransition != nil {
+		h.opts.OnTransition(c, from, to)
+	}
+}
+
+func (h *Hub) countKick(s codec.Status) {
+	if s < codec.NumStatus {
+		h.kicks[s].Add(1)
+	}
+}
+
+// release undoes everything a connection held, once, when it closed.
+func (h *Hub) release(c *Conn) {
+	h.wheel.remove(c)
+	h.conns.Add(-1)
+	if c.partial != nil {
+		bytebufferpool.Put(c.partial)
+		c.partial = nil
+	}
+	if c.device == "" {
+		return
+	}
+	h.loggedIn.Add(-1)
+	h.reg.remove(c)
+	if e := c.rec.Load(); e != nil {
+		h.rec.Detach(e, time.Now())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), h.opts.RouteTimeout)
+	defer cancel()
+	if err := h.route.Unbind(ctx, c.device, route.Location{Node: h.opts.Node, Conn: c.id}); err != nil {
+		h.log.Warn("route unbind failed", "device", c.device, "conn", c.id, "err", err)
+	}
+	if h.opts.Events != nil {
+		h.opts.Events.Disconnected(h.opts.Node, c, c.kickStatus())
+	}
+}
+
+// kickFrame encodes a KICK; with SHUTTING_DOWN it carries the redirect
+// address when one is known.
+func (h *Hub) kickFrame(dst []byte, status codec.Status, reason string) []byte {
+	b, start := codec.BeginFrame(dst)
+	b = codec.AppendMetaString(b, "reason", reason)
+	if status == codec.StatusShuttingDown {
+		if r := h.redirect.Load(); r != nil && *r != "" {
+			b = codec.AppendMetaString(b, "redirect", *r)
+		}
+	}
+	codec.EndFrame(b, start, codec.Header{Op: codec.OpKick, Status: status}, len(b)-start-codec.HeaderSize)
+	return b
+}
+
+// KickFrame is the encoder the downstream group uses for KICKs.
+func (h *Hub) KickFrame(dst []byte, status codec.Status, reason string) []byte {
+	return h.kickFrame(dst, status, reason)
+}
+
+// Respond implements upstream.Responder: the business's answer becomes a
+// RESPONSE on the request's connection.
+func (h *Hub) Respond(req *upstream.Request, res upstream.Result) {
+	c, _ := req.Ctx.(*Conn)
+	if c == nil {
+		return
+	}
+	h.respond(c, req.Biz, req.Seq, res.Status, res.Meta, res.Body)
+}
+
+func (h *Hub) respond(c *Conn, biz uint16, seq uint32, status codec.Status, meta, body []byte) {
+	buf := bytebufferpool.Get()
+	buf.B = codec.AppendFrame(buf.B, codec.Header{Op: codec.OpResponse, Biz: biz, Seq: seq, Status: status}, meta, body)
+	h.down.Send(c, buf.B)
+	bytebufferpool.Put(buf)
+}
+
+// now is milliseconds since the hub started, for rate buckets.
+func (h *Hub) nowMillis() uint32 { return uint32(time.Since(h.start) / time.Millisecond) }

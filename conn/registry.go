@@ -1,0 +1,159 @@
+package conn
+
+import (
+	"sync"
+
+	"github.com/longlink/longlink/dispatch/downstream"
+)
+
+const regShards = 64
+
+// registry is the node's index of its own logged-in connections: device →
+// connection and group → connections. The route layer knows where
+// devices are across nodes; this knows which *Conn to hand a push to.
+//
+// Devices and groups are sharded separately, 64 ways each by FNV-1a.
+// Lock order: a device shard, then a group shard; never two of a kind.
+type registry struct {
+	devices [regShards]deviceShard
+	groups  [regShards]groupShard
+}
+
+type deviceShard struct {
+	mu sync.RWMutex
+	m  map[string]*Conn
+}
+
+type groupShard struct {
+	mu sync.RWMutex
+	m  map[string]map[*Conn]struct{}
+}
+
+func (r *registry) init() {
+	for i := range r.devices {
+		r.devices[i].m = make(map[string]*Conn)
+		r.groups[i].m = make(map[string]map[*Conn]struct{})
+	}
+}
+
+func fnv32(s string) uint32 {
+	h := uint32(2166136261)
+	for i := 0; i < len(s); i++ {
+		h = (h ^ uint32(s[i])) * 16777619
+	}
+	return h
+}
+
+func (r *registry) device(d string) *deviceShard { return &r.devices[fnv32(d)%regShards] }
+func (r *registry) group(g string) *groupShard   { return &r.groups[fnv32(g)%regShards] }
+
+// put makes c the device's connection and returns the one it replaces.
+func (r *registry) put(c *Conn) (prev *Conn) {
+	s := r.device(c.device)
+	s.mu.Lock()
+	prev = s.m[c.device]
+	s.m[c.device] = c
+	s.mu.Unlock()
+	return prev
+}
+
+// lookup returns the device's connection here, or nil.
+func (r *registry) lookup(device string) *Conn {
+	s := r.device(device)
+	s.mu.RLock()
+	c := s.m[device]
+	s.mu.RUnlock()
+	return c
+}
+
+// remove drops c from the device index (if it is still the device's
+// connection) and from every group it joined.
+func (r *registry) remove(c *Conn) {
+	s := r.device(c.device)
+	s.mu.Lock()
+	if s.m[c.device] == c {
+		delete(s.m, c.device)
+	}
+	groups := c.groups
+	c.groups = nil
+	for _, g := range groups {
+		r.leaveLocked(g, c)
+	}
+	s.mu.Unlock()
+}
+
+// join adds c to group; it is a no-op when c is already a member.
+func (r *registry) join(group string, c *Conn) {
+	s := r.device(c.device)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c.State() == StateClosed {
+		return // released already; it must not re-enter an index
+	}
+	for _, g := range c.groups {
+		if g == group {
+			return
+		}
+	}
+	c.groups = append(c.groups, group)
+	gs := r.group(group)
+	gs.mu.Lock()
+	m := gs.m[group]
+	if m == nil {
+		m = make(map[*Conn]struct{})
+		gs.m[group] = m
+	}
+	m[c] = struct{}{}
+	gs.mu.Unlock()
+}
+
+// leave removes c from group.
+func (r *registry) leave(group string, c *Conn) {
+	s := r.device(c.device)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, g := range c.groups {
+		if g == group {
+			c.groups = append(c.groups[:i], c.groups[i+1:]...)
+			r.leaveLocked(group, c)
+			return
+		}
+	}
+}
+
+// leaveLocked removes c from group's index; the device shard is held.
+func (r *registry) leaveLocked(group string, c *Conn) {
+	gs := r.group(group)
+	gs.mu.Lock()
+	if m := gs.m[group]; m != nil {
+		delete(m, c)
+		if len(m) == 0 {
+			delete(gs.m, group)
+		}
+	}
+	gs.mu.Unlock()
+}
+
+// members appends group's connections here to dst.
+func (r *registry) members(group string, dst []downstream.Conn) []downstream.Conn {
+	gs := r.group(group)
+	gs.mu.RLock()
+	for c := range gs.m[group] {
+		dst = append(dst, c)
+	}
+	gs.mu.RUnlock()
+	return dst
+}
+
+// all appends every logged-in connection here to dst.
+func (r *registry) all(dst []downstream.Conn) []downstream.Conn {
+	for i := range r.devices {
+		s := &r.devices[i]
+		s.mu.RLock()
+		for _, c := range s.m {
+			dst = append(dst, c)
+		}
+		s.mu.RUnlock()
+	}
+	return dst
+}

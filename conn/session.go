@@ -1,0 +1,272 @@
+package conn
+
+import (
+	"bytes"
+	"context"
+	"strconv"
+	"time"
+
+	"github.com/longlink/longlink/codec"
+	"github.com/longlink/longlink/dispatch/upstream"
+	"github.com/longlink/longlink/recovery"
+	"github.com/longlink/longlink/route"
+	"github.com/valyala/bytebufferpool"
+)
+
+// feed decodes and handles every whole frame at the start of in and
+// returns how many bytes it used. On a protocol violation it kicks the
+// connection and reports all of in as used.
+func (c *Conn) feed(in []byte) int {
+	h := c.hub
+	used := 0
+	for used < len(in) {
+		f, n, err := codec.Decode(in[used:], h.opts.MaxFrame)
+		if err != nil {
+			e := err.(*codec.Error)
+			c.kick(e.Status, e.Reason)
+			return len(in)
+		}
+		if n == 0 {
+			break
+		}
+		used += n
+		h.framesIn.Add(1)
+		c.handle(&f)
+		if c.State() >= StateClosing {
+			return len(in)
+		}
+	}
+	return used
+}
+
+// handle applies one frame to the session.
+func (c *Conn) handle(f *codec.Frame) {
+	if c.State() == StateAccepted {
+		if f.Op != codec.OpLogin {
+			c.kick(codec.StatusNotLoggedIn, "LOGIN must be the first frame")
+			return
+		}
+		c.login(f)
+		return
+	}
+	switch f.Op {
+	case codec.OpPing:
+		var b [codec.HeaderSize]byte
+		codec.PutHeader(b[:], &codec.Header{Op: codec.OpPong, Seq: f.Seq})
+		c.hub.down.Send(c, b[:])
+	case codec.OpRequest:
+		c.request(f)
+	case codec.OpPushAck:
+		c.hub.acks.Add(1)
+		if e := c.rec.Load(); e != nil {
+			e.Ack(f.Seq)
+		}
+	case codec.OpLogin:
+		c.kick(codec.StatusBadFrame, "already logged in")
+	default:
+		c.kick(codec.StatusBadFrame, "op "+f.Op.String()+" is sent by the server only")
+	}
+}
+
+// login authenticates the connection. On failure it answers LOGIN_ACK
+// with the status and closes; on success it binds the device here, kicks
+// an older connection of the same device, joins the token's and the
+// device's groups, answers LOGIN_ACK and redelivers what resume asks for.
+func (c *Conn) login(f *codec.Frame) {
+	h := c.hub
+	token, ok := f.Meta.Get("token")
+	if !ok || len(token) == 0 {
+		c.refuse(f.Seq, codec.StatusUnauthorized, "missing token")
+		return
+	}
+	now := time.Now()
+	claims, err := h.opts.Verifier.Verify(token, now)
+	if err != nil {
+		c.refuse(f.Seq, codec.StatusUnauthorized, err.Error())
+		return
+	}
+	var resume uint32
+	rv, resuming := f.Meta.Get("resume")
+	if resuming {
+		v, err := strconv.ParseUint(string(rv), 10, 32)
+		if err != nil {
+			c.refuse(f.Seq, codec.StatusBadFrame, "resume must be a decimal seq")
+			return
+		}
+		resume = uint32(v)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), h.opts.RouteTimeout)
+	defer cancel()
+	groups, err := h.route.Groups(ctx, claims.Device)
+	if err != nil {
+		h.log.Warn("route groups failed", "device", claims.Device, "err", err)
+		c.refuse(f.Seq, codec.StatusInternal, "route unavailable")
+		return
+	}
+	if len(claims.Groups) > 0 {
+		for _, g := range claims.Groups {
+			if err := h.route.Join(ctx, g, []string{claims.Device}); err != nil {
+				h.log.Warn("route join failed", "device", claims.Device, "group", g, "err", err)
+			}
+		}
+		groups = appendNew(groups, claims.Groups)
+	}
+
+	// From here the connection is logged in. Everything it must receive
+	// before any new push (LOGIN_ACK, then the resumed pushes) is queued
+	// before it becomes reachable in the registry.
+	c.device, c.app = claims.Device, claims.App
+	rec := h.rec.Attach(c.device, now)
+	if rec != nil {
+		c.rec.Store(rec)
+	}
+	c.welcome(f.Seq, rec, resume, resuming)
+
+	if !c.setState(StateLoggedIn, codec.StatusOK) {
+		return // kicked meanwhile
+	}
+	c.tokens = float32(h.opts.Burst)
+	c.refill = h.nowMillis()
+	h.logins.Add(1)
+	if prev := h.reg.put(c); prev != nil {
+		prev.kick(codec.StatusDuplicateLogin, "logged in on another connection")
+	}
+	for _, g := range groups {
+		h.reg.join(g, c)
+	}
+	if prevLoc, had, err := h.route.Bind(ctx, c.device, route.Location{Node: h.opts.Node, Conn: c.id}); err != nil {
+		h.log.Warn("route bind failed", "device", c.device, "err", err)
+	} else if had && prevLoc.Node != h.opts.Node {
+		h.log.Info("device moved from another node", "device", c.device, "from", prevLoc.Node)
+	}
+	if h.opts.Events != nil {
+		h.opts.Events.Connected(h.opts.Node, c)
+	}
+}
+
+// welcome queues LOGIN_ACK and, when the client resumes, the pushes it
+// missed, in seq order.
+func (c *Conn) welcome(seq uint32, rec *recovery.Entry, resume uint32, resuming bool) {
+	h := c.hub
+	buf := bytebufferpool.Get()
+	defer bytebufferpool.Put(buf)
+	var num [20]byte
+	b, start := codec.BeginFrame(buf.B[:0])
+	b = codec.AppendMeta(b, "conn", strconv.AppendUint(num[:0], c.id, 10))
+	b = codec.AppendMetaString(b, "node", h.opts.Node)
+	b = codec.AppendMeta(b, "hb", strconv.AppendInt(num[:0], int64(h.opts.Heartbeat/time.Second), 10))
+	if !resuming {
+		codec.EndFrame(b, start, codec.Header{Op: codec.OpLoginAck, Seq: seq}, len(b)-start-codec.HeaderSize)
+		h.down.Send(c, b)
+		buf.B = b
+		return
+	}
+	// The resumed pushes are encoded after the ack in the same buffer, so
+	// the ack's "resumed" must be known first: collect, then encode.
+	first := len(b)
+	complete := rec.Since(resume, func(s uint32, frame []byte) {
+		at := len(b)
+		b = append(b, frame...)
+		codec.SetSeq(b[at:], s)
+	})
+	pushes := bytes.Clone(b[first:])
+	b = b[:first]
+	resumed := "0"
+	if complete {
+		resumed = "1"
+	}
+	b = codec.AppendMetaString(b, "resumed", resumed)
+	codec.EndFrame(b, start, codec.Header{Op: codec.OpLoginAck, Seq: seq}, len(b)-start-codec.HeaderSize)
+	h.down.Send(c, b)
+	if len(pushes) > 0 {
+		h.down.Send(c, pushes)
+		h.recovered.Add(uint64(countFrames(pushes)))
+	}
+	buf.B = b
+}
+
+// countFrames counts the whole frames in b.
+func countFrames(b []byte) (n int) {
+	for len(b) >= codec.HeaderSize {
+		h, err := codec.ParseHeader(b, len(b))
+		if err != nil {
+			return n
+		}
+		b = b[h.Size():]
+		n++
+	}
+	return n
+}
+
+// refuse answers a failed LOGIN with status and reason and closes the
+// connection once the answer is written.
+func (c *Conn) refuse(seq uint32, status codec.Status, reason string) {
+	h := c.hub
+	if !c.setState(StateClosing, status) {
+		return
+	}
+	h.loginFails.Add(1)
+	buf := bytebufferpool.Get()
+	b, start := codec.BeginFrame(buf.B[:0])
+	b = codec.AppendMetaString(b, "reason", reason)
+	codec.EndFrame(b, start, codec.Header{Op: codec.OpLoginAck, Seq: seq, Status: status}, len(b)-start-codec.HeaderSize)
+	h.down.Send(c, b)
+	h.down.CloseAfterFlush(c, status)
+	buf.B = b
+	bytebufferpool.Put(buf)
+}
+
+// request admits a REQUEST (rate limit, business queue) or answers it at
+// once with the reason it was not forwarded.
+func (c *Conn) request(f *codec.Frame) {
+	h := c.hub
+	h.requests.Add(1)
+	if !c.allow() {
+		h.respond(c, f.Biz, f.Seq, codec.StatusOverloaded, nil, nil)
+		return
+	}
+	req := upstream.Get()
+	req.Biz, req.Seq, req.Conn = f.Biz, f.Seq, c.id
+	req.Device, req.App = c.device, c.app
+	req.Meta = append(req.Meta[:0], f.Meta...)
+	req.Body = append(req.Body[:0], f.Body...)
+	req.Ctx = c
+	if status := h.opts.Upstream.Submit(req); status != codec.StatusOK {
+		upstream.Release(req)
+		h.respond(c, f.Biz, f.Seq, status, nil, nil)
+	}
+}
+
+// allow takes one token from the connection's rate bucket.
+func (c *Conn) allow() bool {
+	h := c.hub
+	if h.opts.Rate <= 0 {
+		return true
+	}
+	now := h.nowMillis()
+	c.tokens += float32(now-c.refill) * float32(h.opts.Rate) / 1000
+	c.refill = now
+	if burst := float32(h.opts.Burst); c.tokens > burst {
+		c.tokens = burst
+	}
+	if c.tokens < 1 {
+		return false
+	}
+	c.tokens--
+	return true
+}
+
+// appendNew appends to dst the names of add it does not hold yet.
+func appendNew(dst, add []string) []string {
+next:
+	for _, g := range add {
+		for _, have := range dst {
+			if have == g {
+				continue next
+			}
+		}
+		dst = append(dst, g)
+	}
+	return dst
+}

@@ -1,0 +1,28 @@
+// Package downstream is the gateway's downstream task group: a fixed number
+// of writer goroutines that carry every byte the gateway sends to a device
+// (responses, pongs, pushes, kicks).
+//
+// Each connection is bound to one worker (id % workers), which owns its
+// Outbox. That gives three properties with no lock per connection:
+//
+//   - writes to a socket come from one goroutine, in the order they were
+//     handed in, so a connection's frames are never interleaved;
+//   - every frame queued for a connection between two wake-ups of its
+//     worker goes out in one write system call (coalescing), which is what
+//     lets a group push reach a million deliveries per second;
+//   - a connection whose peer does not read accumulates at most
+//     Options.MaxPending bytes; past that it is kicked with SLOW_CONSUMER
+//     and everyone else keeps receiving.
+//
+// Writes are non-blocking. A socket that cannot take more is parked on its
+// worker's blocked list and retried on a short worker-wide timer, so a slow
+// reader costs neither a goroutine nor a timer of its own.
+//
+// A push is encoded once (Push) and the same bytes are handed to every
+// worker; each copy gets its device's seq when the worker copies it into
+// the connection's outbox (Conn.StampPush).
+//
+// Concurrency: Send, Push, PushMany and Kick are safe to call from any
+// goroutine and never block on a socket. The Conn methods are called only
+// from the connection's worker.
+package downstream

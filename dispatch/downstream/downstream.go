@@ -1,0 +1,450 @@
+package downstream
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/longlink/longlink/codec"
+	"github.com/valyala/bytebufferpool"
+)
+
+// Conn is a connection as the task group sees it. Its methods are called
+// only from the worker that owns it.
+type Conn interface {
+	// ID picks the connection's worker.
+	ID() uint64
+	// Outbox is the connection's pending output, owned by its worker.
+	Outbox() *Outbox
+	// Write writes b to the socket without blocking and returns how much
+	// it took; an error means the connection is gone.
+	Write(b []byte) (int, error)
+	// StampPush gives the push just copied into frame (an encoded PUSH)
+	// the device's next seq and records it for recovery.
+	StampPush(frame []byte, p *Push)
+	// Undelivered receives a push that reached the worker after the
+	// connection was gone, so it can be kept for the device's resume.
+	Undelivered(p *Push)
+	// Terminate closes the socket. status is why (metrics, logs); any
+	// KICK has already been written or attempted.
+	Terminate(status codec.Status)
+}
+
+// Push is one downstream message, encoded once and shared read-only by
+// every worker and every recovery buffer that holds it.
+type Push struct {
+	// Frame is a whole PUSH frame whose seq is 0; each delivery copies it
+	// and stamps its own seq.
+	Frame []byte
+}
+
+// Outbox is a connection's output state. The zero value is ready; it
+// holds a buffer only while bytes are pending.
+type Outbox struct {
+	buf    *bytebufferpool.ByteBuffer // bytes not yet written; nil when none
+	since  int64                      // when the socket first refused bytes (unix nanos); 0 when not blocked
+	status codec.Status               // why the connection closes once outboxClosing is set
+	flags  uint8                      // outbox* bits
+}
+
+const (
+	outboxDirty   = 1 << iota // in the worker's flush list
+	outboxBlocked             // in the worker's blocked list
+	outboxDone                // terminated: drop everything
+	outboxClosing             // terminate once the pending bytes are written
+)
+
+// Options sizes the group. Zero values take the defaults.
+type Options struct {
+	Workers    int           // writer goroutines; zero means 1
+	MaxPending int           // pending bytes per connection before SLOW_CONSUMER; zero means 1 MiB
+	Retry      time.Duration // how often blocked sockets are retried; zero means 2ms
+	// WriteTimeout is how long a socket may refuse all bytes before the
+	// connection is kicked as a slow consumer; zero means 10s.
+	WriteTimeout time.Duration
+	// KickFrame encodes a KICK frame for status and reason into dst.
+	KickFrame func(dst []byte, status codec.Status, reason string) []byte
+}
+
+// Group is the downstream task group.
+type Group struct {
+	opts    Options
+	workers []*worker
+	wg      sync.WaitGroup
+}
+
+type taskKind uint8
+
+const (
+	taskBytes taskKind = iota // staging[off:off+n]
+	taskPush                  // push
+	taskKick                  // write a KICK, then terminate
+	taskClose                 // terminate once pending bytes are written
+)
+
+type task struct {
+	c      Conn
+	push   *Push
+	off, n int32
+	kind   taskKind
+	status codec.Status
+}
+
+type worker struct {
+	g       *Group
+	mu      sync.Mutex
+	tasks   []task // guarded by mu
+	staging []byte // guarded by mu: encoded frames of taskBytes
+	wake    chan struct{}
+	stop    chan struct{}
+
+	// Worker-owned.
+	spare        []task
+	spareStaging []byte
+	dirty        []Conn
+	blocked      []Conn
+
+	stats Stats
+}
+
+// Stats are a worker's counters; Group.Stats sums them.
+type Stats struct {
+	FramesOut     atomic.Uint64
+	BytesOut      atomic.Uint64
+	Writes        atomic.Uint64 // write system calls
+	Deliveries    atomic.Uint64 // pushes copied into an outbox
+	Undelivered   atomic.Uint64 // pushes that found their connection gone
+	SlowConsumers atomic.Uint64
+	Queued        atomic.Int64 // tasks waiting now
+	Pending       atomic.Int64 // connections with unwritten bytes now
+	_             [64]byte     // keep workers' counters on separate cache lines
+}
+
+// New starts the group's workers.
+func New(opts Options) *Group {
+	if opts.Workers <= 0 {
+		opts.Workers = 1
+	}
+	if opts.MaxPending <= 0 {
+		opts.MaxPending = 1 << 20
+	}
+	if opts.Retry <= 0 {
+		opts.Retry = 2 * time.Millisecond
+	}
+	if opts.WriteTimeout <= 0 {
+		opts.WriteTimeout = 10 * time.Second
+	}
+	g := &Group{opts: opts, workers: make([]*worker, opts.Workers)}
+	for i := range g.workers {
+		w := &worker{g: g, wake: make(chan struct{}, 1), stop: make(chan struct{})}
+		g.workers[i] = w
+		g.wg.Add(1)
+		go w.run()
+	}
+	return g
+}
+
+func (g *Group) worker(c Conn) *worker { return g.workers[c.ID()%uint64(len(g.workers))] }
+
+// Workers is the number of writer goroutines.
+func (g *Group) Workers() int { return len(g.workers) }
+
+// Send queues an encoded frame for c. frame is copied; the caller may
+// reuse it when Send returns.
+func (g *Group) Send(c Conn, frame []byte) {
+	w := g.worker(c)
+	w.mu.Lock()
+	off := len(w.staging)
+	w.staging = append(w.staging, frame...)
+	w.tasks = append(w.tasks, task{c: c, kind: taskBytes, off: int32(off), n: int32(len(frame))})
+	w.mu.Unlock()
+	w.signal()
+}
+
+// Push queues p for c.
+func (g *Group) Push(c Conn, p *Push) {
+	w := g.worker(c)
+	w.mu.Lock()
+	w.tasks = append(w.tasks, task{c: c, kind: taskPush, push: p})
+	w.mu.Unlock()
+	w.signal()
+}
+
+// PushMany queues p for every connection in cs, taking each worker's lock
+// once rather than once per connection. It reorders cs.
+func (g *Group) PushMany(cs []Conn, p *Push) {
+	n := uint64(len(g.workers))
+	for k, w := range g.workers {
+		w.mu.Lock()
+		for _, c := range cs {
+			if c.ID()%n == uint64(k) {
+				w.tasks = append(w.tasks, task{c: c, kind: taskPush, push: p})
+			}
+		}
+		w.mu.Unlock()
+		w.signal()
+	}
+}
+
+// Kick writes a KICK with status and reason after everything already
+// queued for c, then closes the connection.
+func (g *Group) Kick(c Conn, status codec.Status, reason string) {
+	w := g.worker(c)
+	w.mu.Lock()
+	if g.opts.KickFrame != nil {
+		off := len(w.staging)
+		w.staging = g.opts.KickFrame(w.staging, status, reason)
+		w.tasks = append(w.tasks, task{c: c, kind: taskKick, status: status, off: int32(off), n: int32(len(w.staging) - off)})
+	} else {
+		w.tasks = append(w.tasks, task{c: c, kind: taskKick, status: status})
+	}
+	w.mu.Unlock()
+	w.signal()
+}
+
+// CloseAfterFlush closes c once everything queued for it is written,
+// without a KICK (LOGIN_ACK with an error already says why).
+func (g *Group) CloseAfterFlush(c Conn, status codec.Status) {
+	w := g.worker(c)
+	w.mu.Lock()
+	w.tasks = append(w.tasks, task{c: c, kind: taskClose, status: status})
+	w.mu.Unlock()
+	w.signal()
+}
+
+// Stats sums the workers' counters.
+func (g *Group) Stats() (s Snapshot) {
+	for _, w := range g.workers {
+		s.FramesOut += w.stats.FramesOut.Load()
+		s.BytesOut += w.stats.BytesOut.Load()
+		s.Writes += w.stats.Writes.Load()
+		s.Deliveries += w.stats.Deliveries.Load()
+		s.Undelivered += w.stats.Undelivered.Load()
+		s.SlowConsumers += w.stats.SlowConsumers.Load()
+		s.Queued += w.stats.Queued.Load()
+		s.Pending += w.stats.Pending.Load()
+	}
+	return s
+}
+
+// Snapshot is Stats summed over the workers, as plain numbers.
+type Snapshot struct {
+	FramesOut, BytesOut, Writes, Deliveries, Undelivered, SlowConsumers uint64
+	Queued, Pending                                                     int64
+}
+
+// Close stops the workers after they have written what was queued.
+func (g *Group) Close() {
+	for _, w := range g.workers {
+		close(w.stop)
+	}
+	g.wg.Wait()
+}
+
+func (w *worker) signal() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (w *worker) run() {
+	defer w.g.wg.Done()
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	armed := false
+	for {
+		select {
+		case <-w.wake:
+		case <-retry.C:
+			armed = false
+		case <-w.stop:
+			w.drain()
+			return
+		}
+		w.drain()
+		if len(w.blocked) > 0 && !armed {
+			retry.Reset(w.g.opts.Retry)
+			armed = true
+		}
+	}
+}
+
+// drain processes every queued task, then flushes each touched connection
+// once, then retries the blocked ones.
+func (w *worker) drain() {
+	for {
+		w.mu.Lock()
+		tasks, staging := w.tasks, w.staging
+		w.tasks, w.staging = w.spare[:0], w.spareStaging[:0]
+		w.mu.Unlock()
+		if len(tasks) == 0 {
+			w.spare, w.spareStaging = tasks, staging
+			break
+		}
+		w.stats.Queued.Store(int64(len(tasks)))
+		for i := range tasks {
+			w.apply(&tasks[i], staging)
+			tasks[i] = task{}
+		}
+		w.spare, w.spareStaging = tasks[:0], staging[:0]
+		w.stats.Queued.Store(0)
+		for _, c := range w.dirty {
+			ob := c.Outbox()
+			was := ob.flags & outboxBlocked
+			w.flush(c)
+			if was == 0 && ob.flags&outboxBlocked != 0 {
+				w.blocked = append(w.blocked, c)
+			}
+		}
+		clear(w.dirty)
+		w.dirty = w.dirty[:0]
+	}
+	if len(w.blocked) > 0 {
+		w.retryBlocked()
+	}
+}
+
+func (w *worker) apply(t *task, staging []byte) {
+	ob := t.c.Outbox()
+	if ob.flags&outboxDone != 0 {
+		if t.kind == taskPush {
+			w.stats.Undelivered.Add(1)
+			t.c.Undelivered(t.push)
+		}
+		return
+	}
+	switch t.kind {
+	case taskBytes:
+		ob.append(staging[t.off : t.off+t.n])
+	case taskPush:
+		start := ob.append(t.push.Frame)
+		t.c.StampPush(ob.buf.B[start:start+len(t.push.Frame)], t.push)
+		w.stats.Deliveries.Add(1)
+	case taskKick:
+		if t.n > 0 {
+			ob.append(staging[t.off : t.off+t.n])
+		}
+		ob.flags |= outboxClosing
+		ob.status = t.status
+	case taskClose:
+		ob.flags |= outboxClosing
+		ob.status = t.status
+	}
+	if t.kind != taskClose {
+		w.stats.FramesOut.Add(1)
+	}
+	if ob.flags&outboxDirty == 0 {
+		ob.flags |= outboxDirty
+		w.dirty = append(w.dirty, t.c)
+	}
+}
+
+func (ob *Outbox) append(b []byte) (start int) {
+	if ob.buf == nil {
+		ob.buf = bytebufferpool.Get()
+	}
+	start = len(ob.buf.B)
+	ob.buf.B = append(ob.buf.B, b...)
+	return start
+}
+
+func (ob *Outbox) release() {
+	if ob.buf != nil {
+		bytebufferpool.Put(ob.buf)
+		ob.buf = nil
+	}
+}
+
+// flush writes c's pending bytes once. When the socket takes only part
+// of them, c is left with outboxBlocked set; the caller keeps it on the
+// blocked list.
+func (w *worker) flush(c Conn) {
+	ob := c.Outbox()
+	ob.flags &^= outboxDirty
+	if ob.flags&outboxDone != 0 {
+		return
+	}
+	if ob.buf != nil && len(ob.buf.B) > 0 {
+		n, err := c.Write(ob.buf.B)
+		w.stats.Writes.Add(1)
+		if err != nil {
+			w.terminate(c, ob, codec.StatusOK)
+			return
+		}
+		w.stats.BytesOut.Add(uint64(n))
+		if n < len(ob.buf.B) {
+			ob.buf.B = ob.buf.B[:copy(ob.buf.B, ob.buf.B[n:])]
+			w.refused(c, ob)
+			return
+		}
+	}
+	ob.release()
+	ob.unblock(w)
+	if ob.flags&outboxClosing != 0 {
+		w.terminate(c, ob, ob.status)
+	}
+}
+
+// refused handles a socket that did not take all pending bytes: too many
+// bytes, or refused for too long, and the connection is a slow consumer.
+func (w *worker) refused(c Conn, ob *Outbox) {
+	now := time.Now().UnixNano()
+	if ob.since == 0 {
+		ob.since = now
+	}
+	stuck := now-ob.since > int64(w.g.opts.WriteTimeout)
+	switch {
+	case ob.flags&outboxClosing != 0 && stuck:
+		w.terminate(c, ob, ob.status)
+	case len(ob.buf.B) > w.g.opts.MaxPending || stuck:
+		w.slowConsumer(c, ob)
+	case ob.flags&outboxBlocked == 0:
+		ob.flags |= outboxBlocked
+		w.stats.Pending.Add(1)
+	}
+}
+
+func (ob *Outbox) unblock(w *worker) {
+	if ob.flags&outboxBlocked != 0 {
+		ob.flags &^= outboxBlocked
+		w.stats.Pending.Add(-1)
+	}
+	ob.since = 0
+}
+
+// slowConsumer drops what c could not take, makes one attempt to tell it
+// why, and closes it.
+func (w *worker) slowConsumer(c Conn, ob *Outbox) {
+	w.stats.SlowConsumers.Add(1)
+	if w.g.opts.KickFrame != nil {
+		ob.buf.B = w.g.opts.KickFrame(ob.buf.B[:0], codec.StatusSlowConsumer, "outbound queue overflowed")
+		_, _ = c.Write(ob.buf.B) // best effort: the connection is closed either way
+	}
+	w.terminate(c, ob, codec.StatusSlowConsumer)
+}
+
+func (w *worker) terminate(c Conn, ob *Outbox, status codec.Status) {
+	ob.release()
+	ob.unblock(w)
+	ob.flags = outboxDone
+	c.Terminate(status)
+}
+
+// retryBlocked flushes every blocked connection again and keeps those
+// still blocked.
+func (w *worker) retryBlocked() {
+	keep := w.blocked[:0]
+	for _, c := range w.blocked {
+		ob := c.Outbox()
+		if ob.flags&outboxBlocked == 0 {
+			continue // written out by drain, or terminated
+		}
+		w.flush(c)
+		if ob.flags&outboxBlocked != 0 {
+			keep = append(keep, c)
+		}
+	}
+	clear(w.blocked[len(keep):])
+	w.blocked = keep
+}

@@ -1,0 +1,352 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/longlink/longlink/codec"
+)
+
+const (
+	testAPIKey = "e2e-api-key-0123456789"
+	testSecret = "e2e-jwt-secret-0123456789abcdef0123456789"
+)
+
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "longlink-e2e")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "longlink")
+	build := exec.Command("go", "build", "-race", "-o", binary, "github.com/longlink/longlink")
+	build.Stdout, build.Stderr = os.Stdout, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building the gateway:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// server is a running gateway process.
+type server struct {
+	t    *testing.T
+	cmd  *exec.Cmd
+	TCP  string // bound TCP address
+	API  string // base URL of the API
+	Node string
+	logs *logBuffer
+	done chan error
+}
+
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+var listenRE = regexp.MustCompile(`msg=listening proto=(\w+) addr=(\S+)`)
+
+// startServer runs the gateway with the test secrets on free loopback
+// ports; extra flags are appended (later flags win).
+func startServer(t *testing.T, extra ...string) *server {
+	t.Helper()
+	node := "e2e-" + strings.ReplaceAll(t.Name(), "/", "-")
+	args := []string{
+		"-listen", "127.0.0.1:0", "-ws-listen", "", "-api-listen", "127.0.0.1:0",
+		"-node", node, "-api-key", testAPIKey, "-jwt-secret", testSecret, "-biz", "1=echo",
+	}
+	args = append(args, extra...)
+	cmd := exec.Command(binary, args...)
+	s := &server{t: t, cmd: cmd, Node: node, logs: &logBuffer{}, done: make(chan error, 1)}
+	pr, pw := io.Pipe()
+	cmd.Stdout = s.logs
+	cmd.Stderr = io.MultiWriter(s.logs, pw)
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start gateway: %v", err)
+	}
+	go func() { s.done <- cmd.Wait(); pw.Close() }()
+	found := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			if m := listenRE.FindStringSubmatch(sc.Text()); m != nil {
+				switch m[1] {
+				case "tcp":
+					s.TCP = m[2]
+				case "http":
+					s.API = "http://" + m[2]
+				}
+				if s.TCP != "" && s.API != "" {
+					close(found)
+					break
+				}
+			}
+		}
+		_, _ = io.Copy(io.Discard, pr)
+	}()
+	select {
+	case <-found:
+	case err := <-s.done:
+		t.Fatalf("gateway exited at start: %v\n%s", err, s.logs)
+	case <-time.After(30 * time.Second):
+		t.Fatalf("gateway did not start in time:\n%s", s.logs)
+	}
+	t.Cleanup(func() { s.stop() })
+	return s
+}
+
+// stop terminates the gateway with SIGTERM and waits for it.
+func (s *server) stop() {
+	if s.cmd.ProcessState != nil {
+		return
+	}
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.done:
+	case <-time.After(15 * time.Second):
+		_ = s.cmd.Process.Kill()
+		<-s.done
+		s.t.Errorf("gateway did not stop on SIGTERM within 15s:\n%s", s.logs)
+	}
+	if strings.Contains(s.logs.String(), "DATA RACE") || strings.Contains(s.logs.String(), "panic:") {
+		s.t.Errorf("gateway reported a race or panic:\n%s", s.logs)
+	}
+}
+
+// token mints a login token for device.
+func token(t *testing.T, device string, ttl time.Duration, groups ...string) string {
+	t.Helper()
+	claims := jwt.MapClaims{"sub": device, "exp": time.Now().Add(ttl).Unix()}
+	if len(groups) > 0 {
+		claims["groups"] = groups
+	}
+	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString([]byte(testSecret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// client is a raw protocol client over TCP.
+type client struct {
+	t   *testing.T
+	nc  net.Conn
+	buf []byte
+}
+
+func dial(t *testing.T, addr string) *client {
+	t.Helper()
+	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatalf("dial %s: %v", addr, err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	return &client{t: t, nc: nc}
+}
+
+// meta encodes key/value pairs as a meta section.
+func meta(kv ...string) []byte {
+	var m []byte
+	for i := 0; i+1 < len(kv); i += 2 {
+		m = codec.AppendMetaString(m, kv[i], kv[i+1])
+	}
+	return m
+}
+
+func (c *client) send(h codec.Header, m, body []byte) {
+	c.t.Helper()
+	c.write(codec.AppendFrame(nil, h, m, body))
+}
+
+func (c *client) write(b []byte) {
+	c.t.Helper()
+	_ = c.nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.nc.Write(b); err != nil {
+		c.t.Fatalf("write: %v", err)
+	}
+}
+
+// read returns the next frame, failing the test after timeout.
+func (c *client) read(timeout time.Duration) codec.Frame {
+	c.t.Helper()
+	f, err := c.tryRead(timeout)
+	if err != nil {
+		c.t.Fatalf("read frame: %v", err)
+	}
+	return f
+}
+
+// tryRead returns the next frame or the read error. The frame's slices
+// are copies the test may keep.
+func (c *client) tryRead(timeout time.Duration) (codec.Frame, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		f, n, err := codec.Decode(c.buf, 1<<24)
+		if err != nil {
+			return codec.Frame{}, err
+		}
+		if n > 0 {
+			f.Meta = codec.Meta(bytes.Clone(f.Meta))
+			f.Body = bytes.Clone(f.Body)
+			c.buf = c.buf[n:]
+			return f, nil
+		}
+		_ = c.nc.SetReadDeadline(deadline)
+		var tmp [4096]byte
+		k, err := c.nc.Read(tmp[:])
+		c.buf = append(c.buf, tmp[:k]...)
+		if err != nil && k == 0 {
+			return codec.Frame{}, err
+		}
+	}
+}
+
+// expectClosed asserts the server closes the connection (EOF or reset)
+// within timeout, allowing no further frames.
+func (c *client) expectClosed(timeout time.Duration) {
+	c.t.Helper()
+	f, err := c.tryRead(timeout)
+	if err == nil {
+		c.t.Fatalf("expected the connection to close, got frame %v status %v", f.Op, f.Status)
+	}
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		c.t.Fatalf("connection still open after %v", timeout)
+	}
+}
+
+// login logs in and returns the LOGIN_ACK.
+func (c *client) login(tok string, extra ...string) codec.Frame {
+	c.t.Helper()
+	c.send(codec.Header{Op: codec.OpLogin, Seq: 1}, meta(append([]string{"token", tok}, extra...)...), nil)
+	f := c.read(5 * time.Second)
+	if f.Op != codec.OpLoginAck {
+		c.t.Fatalf("expected LOGIN_ACK, got %v", f.Op)
+	}
+	return f
+}
+
+// loggedIn dials and logs device in, failing unless LOGIN_ACK is OK.
+func loggedIn(t *testing.T, s *server, device string, groups ...string) (*client, codec.Frame) {
+	t.Helper()
+	c := dial(t, s.TCP)
+	ack := c.login(token(t, device, time.Hour, groups...))
+	if ack.Status != codec.StatusOK {
+		reason, _ := ack.Meta.Get("reason")
+		t.Fatalf("login %s: status %v (%s)", device, ack.Status, reason)
+	}
+	return c, ack
+}
+
+func metaString(f codec.Frame, key string) string {
+	v, _ := f.Meta.Get(key)
+	return string(v)
+}
+
+// api calls the gateway's HTTP API and decodes the JSON answer into out
+// (when not nil); it returns the status code.
+func (s *server) api(method, path string, body any, out any) int {
+	s.t.Helper()
+	return s.apiKey(testAPIKey, method, path, body, out)
+}
+
+func (s *server) apiKey(key, method, path string, body any, out any) int {
+	s.t.Helper()
+	var r io.Reader
+	if body != nil {
+		if b, ok := body.(string); ok {
+			r = strings.NewReader(b)
+		} else {
+			b, err := json.Marshal(body)
+			if err != nil {
+				s.t.Fatal(err)
+			}
+			r = bytes.NewReader(b)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, s.API+path, r)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		s.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if out != nil {
+		if err := json.Unmarshal(data, out); err != nil {
+			s.t.Fatalf("%s %s: status %d, body %q is not JSON: %v", method, path, resp.StatusCode, data, err)
+		}
+	}
+	return resp.StatusCode
+}
+
+// stats fetches /v1/stats.
+func (s *server) stats() map[string]any {
+	s.t.Helper()
+	var st map[string]any
+	if code := s.api("GET", "/v1/stats", nil, &st); code != 200 {
+		s.t.Fatalf("stats: %d", code)
+	}
+	return st
+}
+
+// checkFor polls fn until it returns nil or timeout passes.
+func checkFor(t *testing.T, timeout, every time.Duration, fn func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := fn()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %v", timeout, err)
+		}
+		time.Sleep(every)
+	}
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }

@@ -1,0 +1,335 @@
+// Package gateway assembles a Longlink node from its parts: the reactor
+// listeners, the session hub (conn), the forwarding groups
+// (dispatch/upstream), the downstream task group, the route and the
+// recovery store, and the HTTP API. It implements api.Gateway, the
+// operations the HTTP API exposes, on top of them.
+//
+// main.go is only flags → config.Config → gateway.New → Start → wait for
+// a signal → Shutdown; tests start whole nodes the same way.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/longlink/longlink/api"
+	"github.com/longlink/longlink/auth"
+	"github.com/longlink/longlink/codec"
+	"github.com/longlink/longlink/config"
+	"github.com/longlink/longlink/conn"
+	"github.com/longlink/longlink/dispatch/downstream"
+	"github.com/longlink/longlink/dispatch/upstream"
+	"github.com/longlink/longlink/metrics"
+	"github.com/longlink/longlink/reactor"
+	"github.com/longlink/longlink/recovery"
+	"github.com/longlink/longlink/route"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Gateway is one running node.
+type Gateway struct {
+	cfg    config.Config
+	log    *slog.Logger
+	secret []byte
+
+	route route.Route
+	rec   *recovery.Store
+	down  *downstream.Group
+	up    *upstream.Dispatcher
+	hub   *conn.Hub
+
+	tcp    *reactor.Listener
+	apiLn  net.Listener
+	apiSrv *http.Server
+
+	pushRequests, offline atomic.Uint64
+	ready                 atomic.Bool
+	stopOnce              sync.Once
+}
+
+var configureOnce sync.Once
+
+// New builds a node from cfg, which must have passed Validate. Nothing
+// listens until Start.
+func New(cfg config.Config, log *slog.Logger) (*Gateway, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	var err error
+	configureOnce.Do(func() { err = reactor.Configure(cfg.Loops, cfg.ReadBuffer) })
+	if err != nil {
+		return nil, err
+	}
+	g := &Gateway{cfg: cfg, log: log, secret: []byte(cfg.JWTSecret)}
+	g.route = route.NewMemory()
+	g.rec = recovery.New(cfg.RecoverSize, cfg.RecoverTTL)
+	workers := cfg.DownWorkers
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	var hub *conn.Hub
+	g.down = downstream.New(downstream.Options{
+		Workers:    workers,
+		MaxPending: cfg.MaxPending,
+		KickFrame: func(dst []byte, s codec.Status, reason string) []byte {
+			return hub.KickFrame(dst, s, reason)
+		},
+	})
+	responder := &lateResponder{}
+	g.up, err = upstream.New(cfg.Biz, responder, upstream.Options{Node: cfg.Node, MaxBody: cfg.MaxFrame - codec.HeaderSize})
+	if err != nil {
+		g.down.Close()
+		return nil, fmt.Errorf("gateway: businesses: %w", err)
+	}
+	hub = conn.NewHub(conn.Options{
+		Node:         cfg.Node,
+		MaxFrame:     cfg.MaxFrame,
+		Heartbeat:    cfg.Heartbeat,
+		IdleTimeout:  cfg.EffectiveIdleTimeout(),
+		LoginTimeout: cfg.LoginTimeout,
+		Rate:         cfg.Rate,
+		Burst:        cfg.RateBurst,
+		MaxConns:     cfg.MaxConns,
+		RecoverSize:  cfg.RecoverSize,
+		Verifier:     auth.NewVerifier(g.secret),
+		Route:        g.route,
+		Recovery:     g.rec,
+		Down:         g.down,
+		Upstream:     g.up,
+		Logger:       log,
+	})
+	responder.hub = hub
+	g.hub = hub
+	return g, nil
+}
+
+// lateResponder breaks the construction cycle between the dispatcher
+// (which needs a Responder) and the hub (which needs the dispatcher).
+type lateResponder struct{ hub *conn.Hub }
+
+func (r *lateResponder) Respond(req *upstream.Request, res upstream.Result) { r.hub.Respond(req, res) }
+
+// Start opens the listeners.
+func (g *Gateway) Start() error {
+	var err error
+	if g.cfg.Listen != "" {
+		if g.tcp, err = reactor.Listen(g.cfg.Listen, g.hub); err != nil {
+			return err
+		}
+		g.log.Info("listening", "proto", "tcp", "addr", g.tcp.Addr().String())
+	}
+	if g.cfg.APIListen != "" {
+		if g.apiLn, err = net.Listen("tcp", g.cfg.APIListen); err != nil {
+			return fmt.Errorf("gateway: api listen %s: %w", g.cfg.APIListen, err)
+		}
+		reg := metrics.NewRegistry(g.Stats)
+		handler := api.New(g, api.Options{
+			APIKey:  g.cfg.APIKey,
+			Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
+		})
+		g.apiSrv = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := g.apiSrv.Serve(g.apiLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				g.log.Error("api server stopped", "err", err)
+			}
+		}()
+		g.log.Info("listening", "proto", "http", "addr", g.apiLn.Addr().String())
+	}
+	g.ready.Store(true)
+	return nil
+}
+
+// TCPAddr is the bound TCP address ("" when TCP is off).
+func (g *Gateway) TCPAddr() string {
+	if g.tcp == nil {
+		return ""
+	}
+	return g.tcp.Addr().String()
+}
+
+// APIAddr is the bound API address ("" when the API is off).
+func (g *Gateway) APIAddr() string {
+	if g.apiLn == nil {
+		return ""
+	}
+	return g.apiLn.Addr().String()
+}
+
+// Shutdown drains the node: it stops accepting, kicks every connection
+// with SHUTTING_DOWN (and a redirect when another endpoint is known),
+// lets in-flight upstream requests finish until ctx ends, and closes
+// everything. It is safe to call more than once.
+func (g *Gateway) Shutdown(ctx context.Context) error {
+	var err error
+	g.stopOnce.Do(func() { err = g.shutdown(ctx) })
+	return err
+}
+
+func (g *Gateway) shutdown(ctx context.Context) error {
+	g.ready.Store(false)
+	if g.tcp != nil {
+		_ = g.tcp.StopAccepting()
+	}
+	kicked := g.hub.Drain(g.redirect(ctx))
+	g.log.Info("draining", "connections", kicked)
+	upErr := g.up.Close(ctx)
+	// Wait for the KICKs to be written and the sockets closed.
+	for g.hub.Counters().Connections > 0 && ctx.Err() == nil {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if g.tcp != nil {
+		_ = g.tcp.Shutdown(ctx)
+	}
+	if g.apiSrv != nil {
+		_ = g.apiSrv.Shutdown(ctx)
+	}
+	g.hub.Close()
+	g.down.Close()
+	_ = g.route.Close()
+	return upErr
+}
+
+// redirect is the least loaded other endpoint for clients of a draining
+// node; a single node has none.
+func (g *Gateway) redirect(ctx context.Context) string {
+	eps, err := g.Endpoints(ctx)
+	if err != nil {
+		return ""
+	}
+	for _, ep := range eps {
+		if ep.Node != g.cfg.Node && ep.Proto == "tcp" {
+			return ep.Addr
+		}
+	}
+	return ""
+}
+
+// Ready implements api.Gateway.
+func (g *Gateway) Ready() bool { return g.ready.Load() }
+
+// Stats implements api.Gateway.
+func (g *Gateway) Stats() metrics.Snapshot {
+	h := g.hub.Counters()
+	d := g.down.Stats()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	rss, cpu := metrics.ReadProcess()
+	s := metrics.Snapshot{
+		Node:        g.cfg.Node,
+		Connections: h.Connections,
+		LoggedIn:    h.LoggedIn,
+		Goroutines:  int64(runtime.NumGoroutine()),
+		HeapInuse:   int64(ms.HeapInuse),
+		RSS:         rss,
+		CPUSeconds:  cpu,
+		Accepted:    h.Accepted,
+		Refused:     h.Refused,
+		Logins:      h.Logins,
+		LoginFail:   h.LoginFailures,
+		FramesIn:    h.FramesIn,
+		FramesOut:   d.FramesOut,
+		BytesIn:     h.BytesIn,
+		BytesOut:    d.BytesOut,
+		Kicks:       map[string]uint64{},
+		Push: metrics.PushStats{
+			Requests:   g.pushRequests.Load(),
+			Deliveries: d.Deliveries,
+			Offline:    g.offline.Load(),
+			Recovered:  h.Recovered,
+			Acks:       h.Acks,
+		},
+		Businesses: g.up.Stats(),
+		Queues: []metrics.QueueStats{
+			{Name: "downstream_tasks", Len: d.Queued},
+			{Name: "downstream_blocked_conns", Len: d.Pending, Dropped: d.SlowConsumers},
+		},
+	}
+	for st, n := range h.Kicks {
+		if n > 0 {
+			s.Kicks[codec.Status(st).String()] = n
+		}
+	}
+	return s
+}
+
+// Token implements api.Gateway.
+func (g *Gateway) Token(device, app string, ttl time.Duration, groups []string) (string, error) {
+	return auth.Mint(g.secret, auth.Claims{Device: device, App: app, Groups: groups, Expires: time.Now().Add(ttl)})
+}
+
+// Endpoints implements api.Gateway: this node's access points.
+func (g *Gateway) Endpoints(context.Context) ([]api.Endpoint, error) {
+	load := g.hub.Counters().Connections
+	var eps []api.Endpoint
+	if a := g.TCPAddr(); a != "" {
+		eps = append(eps, api.Endpoint{Proto: "tcp", Addr: g.advertise(a), Node: g.cfg.Node, Load: load})
+	}
+	return eps, nil
+}
+
+// advertise replaces the host of a bound address with -advertise.
+func (g *Gateway) advertise(addr string) string {
+	if g.cfg.Advertise == "" {
+		return addr
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	return net.JoinHostPort(g.cfg.Advertise, port)
+}
+
+// Device implements api.Gateway.
+func (g *Gateway) Device(ctx context.Context, device string) (api.DeviceInfo, error) {
+	loc, online, err := g.route.Lookup(ctx, device)
+	if err != nil || !online {
+		return api.DeviceInfo{}, err
+	}
+	return api.DeviceInfo{Online: true, Node: loc.Node, Conn: strconv.FormatUint(loc.Conn, 10)}, nil
+}
+
+// Kick implements api.Gateway. The KICK carries UNAUTHORIZED: a business
+// that disconnects a device means it to stay away until it has a new
+// token (a client reconnects with backoff after any other status).
+func (g *Gateway) Kick(_ context.Context, device, reason string) (bool, error) {
+	if reason == "" {
+		reason = "disconnected by the business"
+	}
+	return g.hub.Kick(device, codec.StatusUnauthorized, reason), nil
+}
+
+// Join implements api.Gateway.
+func (g *Gateway) Join(ctx context.Context, group string, devices []string) error {
+	if err := g.route.Join(ctx, group, devices); err != nil {
+		return err
+	}
+	for _, d := range devices {
+		g.hub.Join(group, d)
+	}
+	return nil
+}
+
+// Leave implements api.Gateway.
+func (g *Gateway) Leave(ctx context.Context, group string, devices []string) error {
+	if err := g.route.Leave(ctx, group, devices); err != nil {
+		return err
+	}
+	for _, d := range devices {
+		g.hub.Leave(group, d)
+	}
+	return nil
+}
+
+// GroupSize implements api.Gateway.
+func (g *Gateway) GroupSize(ctx context.Context, group string) (int, error) {
+	return g.route.GroupSize(ctx, group)
+}
