@@ -187,3 +187,6 @@ func (c *Conn) closed() {
 	c.setState(StateClosed, codec.StatusOK)
 	c.hub.release(c)
 }
+
+// App is the logged-in device's application id.
+func (c *Conn) App() string { return c.app }

@@ -126,6 +126,7 @@ func (c *Conn) login(f *codec.Frame) {
 	if !c.setState(StateLoggedIn, codec.StatusOK) {
 		return // kicked meanwhile
 	}
+	h.wheel.reschedule(c)
 	c.tokens = float32(h.opts.Burst)
 	c.refill = h.nowMillis()
 	h.logins.Add(1)

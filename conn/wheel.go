@@ -64,6 +64,18 @@ func (w *wheel) add(c *Conn) {
 	w.mu.Unlock()
 }
 
+// reschedule moves c to the slot of its current deadline; login calls it,
+// since a logged-in connection's deadline is its idle timeout, which may
+// come before the login deadline it was filed under.
+func (w *wheel) reschedule(c *Conn) {
+	w.mu.Lock()
+	if c.wslot >= 0 {
+		w.unlink(c)
+		w.insert(c, w.deadline(c))
+	}
+	w.mu.Unlock()
+}
+
 func (w *wheel) remove(c *Conn) {
 	w.mu.Lock()
 	if c.wslot >= 0 {

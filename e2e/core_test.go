@@ -384,7 +384,7 @@ func TestLoginTimeout(t *testing.T) {
 }
 
 func TestIdleTimeout(t *testing.T) {
-	s := startServer(t, "-idle-timeout", "600ms")
+	s := startServer(t, "-hb", "200ms", "-idle-timeout", "600ms")
 	idle, _ := loggedIn(t, s, "dev-idle")
 	busy, _ := loggedIn(t, s, "dev-busy")
 	stop := time.Now().Add(1500 * time.Millisecond)

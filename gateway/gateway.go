@@ -28,6 +28,7 @@ import (
 	"github.com/longlink/longlink/conn"
 	"github.com/longlink/longlink/dispatch/downstream"
 	"github.com/longlink/longlink/dispatch/upstream"
+	"github.com/longlink/longlink/events"
 	"github.com/longlink/longlink/metrics"
 	"github.com/longlink/longlink/reactor"
 	"github.com/longlink/longlink/recovery"
@@ -46,6 +47,7 @@ type Gateway struct {
 	down  *downstream.Group
 	up    *upstream.Dispatcher
 	hub   *conn.Hub
+	evs   *events.Sink // nil without -events-url
 
 	tcp    *reactor.Listener
 	apiLn  net.Listener
@@ -90,6 +92,11 @@ func New(cfg config.Config, log *slog.Logger) (*Gateway, error) {
 		g.down.Close()
 		return nil, fmt.Errorf("gateway: businesses: %w", err)
 	}
+	var sink conn.Events
+	if cfg.EventsURL != "" {
+		g.evs = events.New(cfg.EventsURL, cfg.Node, events.Options{Logger: log})
+		sink = g.evs
+	}
 	hub = conn.NewHub(conn.Options{
 		Node:         cfg.Node,
 		MaxFrame:     cfg.MaxFrame,
@@ -105,6 +112,7 @@ func New(cfg config.Config, log *slog.Logger) (*Gateway, error) {
 		Recovery:     g.rec,
 		Down:         g.down,
 		Upstream:     g.up,
+		Events:       sink,
 		Logger:       log,
 	})
 	responder.hub = hub
@@ -194,6 +202,9 @@ func (g *Gateway) shutdown(ctx context.Context) error {
 	}
 	g.hub.Close()
 	g.down.Close()
+	if g.evs != nil {
+		g.evs.Close(ctx)
+	}
 	_ = g.route.Close()
 	return upErr
 }
@@ -252,6 +263,10 @@ func (g *Gateway) Stats() metrics.Snapshot {
 			{Name: "downstream_tasks", Len: d.Queued},
 			{Name: "downstream_blocked_conns", Len: d.Pending, Dropped: d.SlowConsumers},
 		},
+	}
+	if g.evs != nil {
+		_, dropped, _, queued := g.evs.Stats()
+		s.Queues = append(s.Queues, metrics.QueueStats{Name: "events", Len: int64(queued), Cap: int64(g.evs.Cap()), Dropped: dropped})
 	}
 	for st, n := range h.Kicks {
 		if n > 0 {
