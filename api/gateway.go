@@ -2,10 +2,16 @@ package api
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/longlink/longlink/metrics"
 )
+
+// ErrInvalid is for a Gateway to wrap when it refuses a call because of
+// what the caller asked (a push body over the maximum frame, say): the API
+// answers 400 with the error's message instead of 500.
+var ErrInvalid = errors.New("api: invalid request")
 
 // Message is a push as the API accepted it.
 type Message struct {
@@ -41,7 +47,10 @@ type Endpoint struct {
 }
 
 // Gateway is what the HTTP API drives. The gateway package implements it;
-// every method is safe for concurrent use.
+// every method is safe for concurrent use. The API sorts the errors it
+// returns: wrapping ErrInvalid gives 400, route.ErrUnavailable or
+// context.DeadlineExceeded 503, context.Canceled 499, anything else 500;
+// the error's message is sent to the caller.
 type Gateway interface {
 	// Push delivers msg to each device; devices not connected anywhere are
 	// returned in Offline (their push is kept for resume when they have

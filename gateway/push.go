@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/longlink/longlink/api"
@@ -30,10 +31,22 @@ func encodePush(msg api.Message, group string) *downstream.Push {
 	return &downstream.Push{Frame: b}
 }
 
+// checkSize refuses a push whose frame would exceed -max-frame: a client
+// is entitled to refuse such a frame, so it is never sent.
+func (g *Gateway) checkSize(p *downstream.Push) error {
+	if len(p.Frame) > g.cfg.MaxFrame {
+		return fmt.Errorf("%w: the push frame is %d bytes, over the -max-frame limit of %d", api.ErrInvalid, len(p.Frame), g.cfg.MaxFrame)
+	}
+	return nil
+}
+
 // Push implements api.Gateway: unicast and batch unicast.
 func (g *Gateway) Push(_ context.Context, devices []string, msg api.Message) (api.PushResult, error) {
-	g.pushRequests.Add(1)
 	p := encodePush(msg, "")
+	if err := g.checkSize(p); err != nil {
+		return api.PushResult{}, err
+	}
+	g.pushRequests.Add(1)
 	res := api.PushResult{Offline: []string{}}
 	now := time.Now()
 	seen := make(map[string]struct{}, len(devices))
@@ -58,22 +71,30 @@ func (g *Gateway) Push(_ context.Context, devices []string, msg api.Message) (ap
 
 // PushGroup implements api.Gateway.
 func (g *Gateway) PushGroup(_ context.Context, group string, msg api.Message) (int, error) {
+	p := encodePush(msg, group)
+	if err := g.checkSize(p); err != nil {
+		return 0, err
+	}
 	g.pushRequests.Add(1)
 	cs := g.hub.Members(group, nil)
 	if len(cs) == 0 {
 		return 0, nil
 	}
-	g.down.PushMany(cs, encodePush(msg, group))
+	g.down.PushMany(cs, p)
 	return len(cs), nil
 }
 
 // Broadcast implements api.Gateway.
 func (g *Gateway) Broadcast(_ context.Context, msg api.Message) (int, error) {
+	p := encodePush(msg, "")
+	if err := g.checkSize(p); err != nil {
+		return 0, err
+	}
 	g.pushRequests.Add(1)
 	cs := g.hub.All(nil)
 	if len(cs) == 0 {
 		return 0, nil
 	}
-	g.down.PushMany(cs, encodePush(msg, ""))
+	g.down.PushMany(cs, p)
 	return len(cs), nil
 }

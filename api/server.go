@@ -1,0 +1,234 @@
+package api
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"log/slog"
+	"net/http"
+	"net/http/pprof"
+	"runtime/debug"
+	"strings"
+	"time"
+)
+
+// Defaults for the zero values of Options.
+const (
+	DefaultMaxBody    = 1 << 20
+	DefaultMaxDevices = 10000
+	DefaultMaxTTL     = 30 * 24 * time.Hour
+)
+
+// Options configures the API handler.
+type Options struct {
+	// APIKey is the bearer token every /v1 call must present. Empty means
+	// no key can match: every /v1 call is refused (fail closed).
+	APIKey string
+	// Metrics is served at GET /metrics. Nil means /metrics is 404.
+	Metrics http.Handler
+	// MaxBody is the largest request body accepted, in bytes; a larger one
+	// gets 413. Zero means DefaultMaxBody (1 MiB).
+	MaxBody int64
+	// MaxDevices is the most devices one push or members call may name.
+	// Zero means DefaultMaxDevices (10000).
+	MaxDevices int
+	// MaxTTL is the longest token lifetime POST /v1/tokens grants. Zero
+	// means DefaultMaxTTL (30 days).
+	MaxTTL time.Duration
+	// Logger receives panics, 5xx answers and a warning when APIKey is
+	// empty. Nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// server is the http.Handler New returns.
+type server struct {
+	gw         Gateway
+	mux        *http.ServeMux
+	log        *slog.Logger
+	keySum     [sha256.Size]byte // SHA-256 of the API key, compared in constant time
+	hasKey     bool              // false when Options.APIKey is empty: refuse every /v1 call
+	maxBody    int64
+	maxDevices int
+	maxTTL     time.Duration
+}
+
+// New returns the HTTP API over gw. The handler is safe for concurrent use.
+func New(gw Gateway, opts Options) http.Handler {
+	s := &server{
+		gw:         gw,
+		mux:        http.NewServeMux(),
+		log:        opts.Logger,
+		keySum:     sha256.Sum256([]byte(opts.APIKey)),
+		hasKey:     opts.APIKey != "",
+		maxBody:    opts.MaxBody,
+		maxDevices: opts.MaxDevices,
+		maxTTL:     opts.MaxTTL,
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if !s.hasKey {
+		s.log.Warn("api: no API key configured; every /v1 call will be refused")
+	}
+	if s.maxBody <= 0 {
+		s.maxBody = DefaultMaxBody
+	}
+	if s.maxDevices <= 0 {
+		s.maxDevices = DefaultMaxDevices
+	}
+	if s.maxTTL <= 0 {
+		s.maxTTL = DefaultMaxTTL
+	}
+
+	m := s.mux
+	m.HandleFunc("POST /v1/push", s.json(s.push))
+	m.HandleFunc("POST /v1/groups/{group}/push", s.json(s.pushGroup))
+	m.HandleFunc("POST /v1/broadcast", s.json(s.broadcast))
+	m.HandleFunc("PUT /v1/groups/{group}/members", s.json(s.join))
+	m.HandleFunc("DELETE /v1/groups/{group}/members", s.json(s.leave))
+	m.HandleFunc("GET /v1/groups/{group}", s.json(s.group))
+	m.HandleFunc("GET /v1/devices/{device}", s.json(s.device))
+	m.HandleFunc("DELETE /v1/devices/{device}", s.json(s.kick))
+	m.HandleFunc("POST /v1/tokens", s.json(s.token))
+	m.HandleFunc("GET /v1/endpoints", s.json(s.endpoints))
+	m.HandleFunc("GET /v1/stats", s.json(s.stats))
+
+	// Operations endpoints: no API key (see the package documentation).
+	if opts.Metrics != nil {
+		m.Handle("GET /metrics", opts.Metrics)
+	}
+	m.HandleFunc("GET /healthz", s.healthz)
+	m.HandleFunc("GET /readyz", s.readyz)
+	m.HandleFunc("GET /debug/pprof/", pprof.Index)
+	m.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	m.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	m.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	m.HandleFunc("POST /debug/pprof/symbol", pprof.Symbol) // go tool pprof POSTs here
+	m.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	return s
+}
+
+// ServeHTTP recovers panics, checks the API key of /v1 calls and routes.
+func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rw := &recoverWriter{ResponseWriter: w}
+	defer s.recover(rw, r)
+
+	if strings.HasPrefix(r.URL.Path, "/v1/") && !s.authorized(rw, r) {
+		return
+	}
+	if h, pattern := s.mux.Handler(r); pattern == "" {
+		s.noRoute(rw, r, h)
+		return
+	}
+	s.mux.ServeHTTP(rw, r)
+}
+
+// recover turns a panic into a logged 500 so that one bad request cannot
+// take the node down. http.ErrAbortHandler passes through: it is how a
+// handler asks net/http to drop the connection.
+func (s *server) recover(w *recoverWriter, r *http.Request) {
+	v := recover()
+	if v == nil {
+		return
+	}
+	if v == http.ErrAbortHandler {
+		panic(v)
+	}
+	s.log.Error("api: handler panicked", "method", r.Method, "path", r.URL.Path,
+		"panic", v, "stack", string(debug.Stack()))
+	if w.wrote {
+		// Part of an answer is on the wire; a 500 can no longer be sent,
+		// and ending normally would pass the truncated answer off as
+		// whole. Abort the connection instead.
+		panic(http.ErrAbortHandler)
+	}
+	s.writeError(w, http.StatusInternalServerError, "internal error")
+}
+
+// authorized checks "Authorization: Bearer <key>" and answers 401 when it
+// is missing or wrong. Both keys are hashed before the constant-time
+// comparison, so neither the key's content nor its length leaks through
+// timing.
+func (s *server) authorized(w http.ResponseWriter, r *http.Request) bool {
+	h := r.Header.Get("Authorization")
+	scheme, token, _ := strings.Cut(h, " ")
+	switch {
+	case h == "":
+		w.Header().Set("WWW-Authenticate", `Bearer realm="longlink"`)
+		s.writeError(w, http.StatusUnauthorized, "missing API key: send Authorization: Bearer <api key>")
+		return false
+	case !strings.EqualFold(scheme, "Bearer"):
+		w.Header().Set("WWW-Authenticate", `Bearer realm="longlink"`)
+		s.writeError(w, http.StatusUnauthorized, "Authorization must use the Bearer scheme: Authorization: Bearer <api key>")
+		return false
+	}
+	sum := sha256.Sum256([]byte(strings.TrimSpace(token)))
+	if subtle.ConstantTimeCompare(sum[:], s.keySum[:]) != 1 || !s.hasKey {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="longlink", error="invalid_token"`)
+		s.writeError(w, http.StatusUnauthorized, "invalid API key")
+		return false
+	}
+	return true
+}
+
+// noRoute answers a request no pattern matches with JSON: 405 with Allow
+// when the path exists under other methods, else 404. The mux decides which
+// (and handles canonicalising redirects): fallback is the handler it chose,
+// whose plain-text answer is captured and rewritten.
+func (s *server) noRoute(w http.ResponseWriter, r *http.Request, fallback http.Handler) {
+	rec := &statusRecorder{header: make(http.Header)}
+	fallback.ServeHTTP(rec, r)
+	switch rec.status {
+	case http.StatusMethodNotAllowed:
+		allow := rec.header.Get("Allow")
+		w.Header().Set("Allow", allow)
+		s.writeError(w, rec.status, "method "+r.Method+" is not allowed on "+r.URL.Path+"; allowed: "+allow)
+	case http.StatusNotFound:
+		s.writeError(w, rec.status, "no such endpoint: "+r.URL.Path)
+	default: // a redirect to the cleaned path
+		fallback.ServeHTTP(w, r)
+	}
+}
+
+func (s *server) healthz(w http.ResponseWriter, _ *http.Request) {
+	s.writeJSON(w, http.StatusOK, statusBody{Status: "ok"})
+}
+
+func (s *server) readyz(w http.ResponseWriter, _ *http.Request) {
+	if !s.gw.Ready() {
+		s.writeJSON(w, http.StatusServiceUnavailable, statusBody{Status: "draining"})
+		return
+	}
+	s.writeJSON(w, http.StatusOK, statusBody{Status: "ok"})
+}
+
+// recoverWriter remembers whether anything was written, so that recover
+// knows whether a 500 can still be sent.
+type recoverWriter struct {
+	http.ResponseWriter
+	wrote bool
+}
+
+func (w *recoverWriter) WriteHeader(code int) {
+	w.wrote = true
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *recoverWriter) Write(b []byte) (int, error) {
+	w.wrote = true
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the connection's writer
+// (flush, deadlines) through the wrapper.
+func (w *recoverWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// statusRecorder captures the status and headers of the mux's fallback
+// handlers; their plain-text body is dropped.
+type statusRecorder struct {
+	header http.Header
+	status int
+}
+
+func (r *statusRecorder) Header() http.Header         { return r.header }
+func (r *statusRecorder) WriteHeader(code int)        { r.status = code }
+func (r *statusRecorder) Write(b []byte) (int, error) { return len(b), nil }

@@ -1,0 +1,190 @@
+package metrics
+
+import (
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// NewRegistry returns a registry with the Go runtime collector, the process
+// collector and a collector that calls snapshot once per scrape and exposes
+// it as the longlink_* series listed in the package documentation.
+func NewRegistry(snapshot func() Snapshot) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		newCollector(snapshot),
+	)
+	return reg
+}
+
+func desc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc("longlink_"+name, help, labels, nil)
+}
+
+var (
+	descConnections    = desc("connections", "Open connections, logged in or not.")
+	descLoggedIn       = desc("logged_in", "Connections past LOGIN.")
+	descAccepted       = desc("accepted_total", "Connections accepted.")
+	descRefused        = desc("refused_total", "Connections refused because the node was at its connection limit.")
+	descLogins         = desc("logins_total", "Successful logins.")
+	descLoginFailures  = desc("login_failures_total", "Failed logins.")
+	descFramesIn       = desc("frames_in_total", "Frames read from clients.")
+	descFramesOut      = desc("frames_out_total", "Frames written to clients.")
+	descBytesIn        = desc("bytes_in_total", "Bytes read from clients.")
+	descBytesOut       = desc("bytes_out_total", "Bytes written to clients.")
+	descKicks          = desc("kicks_total", "KICK frames sent, by status.", "status")
+	descPushRequests   = desc("push_requests_total", "Push API calls accepted (unicast, group and broadcast).")
+	descPushDeliveries = desc("push_deliveries_total", "PUSH frames handed to connections.")
+	descPushOffline    = desc("push_offline_total", "Unicast push targets that were not connected.")
+	descPushRecovered  = desc("push_recovered_total", "Pushes redelivered by resume.")
+	descPushAcks       = desc("push_acks_total", "PUSH_ACK frames received.")
+	descBizRequests    = desc("biz_requests_total", "Upstream requests to a business.", "biz")
+	descBizResults     = desc("biz_results_total", "Upstream answers by RESPONSE status.", "biz", "status")
+	descBizQueued      = desc("biz_queued", "Upstream requests waiting in the business's queue.", "biz")
+	descBizInFlight    = desc("biz_in_flight", "Upstream requests being forwarded to the business.", "biz")
+	descBizBreakerOpen = desc("biz_breaker_open", "1 while the business's circuit breaker is open, else 0.", "biz")
+	descBizLatency     = desc("biz_latency_seconds", "Time the business took to answer.", "biz")
+	descQueueLen       = desc("queue_len", "Items in a bounded queue.", "queue")
+	descQueueCap       = desc("queue_cap", "Capacity of a bounded queue.", "queue")
+	descQueueDropped   = desc("queue_dropped_total", "Items a bounded queue refused because it was full.", "queue")
+
+	allDescs = []*prometheus.Desc{
+		descConnections, descLoggedIn, descAccepted, descRefused, descLogins,
+		descLoginFailures, descFramesIn, descFramesOut, descBytesIn, descBytesOut,
+		descKicks, descPushRequests, descPushDeliveries, descPushOffline,
+		descPushRecovered, descPushAcks, descBizRequests, descBizResults,
+		descBizQueued, descBizInFlight, descBizBreakerOpen, descBizLatency,
+		descQueueLen, descQueueCap, descQueueDropped,
+	}
+)
+
+// collector is the prometheus.Collector over Snapshot.
+type collector struct {
+	snapshot func() Snapshot
+
+	mu sync.Mutex // guards high and serialises Collect
+	// high is the highest value emitted per counter series, so that
+	// counters never go backwards. Its size is bounded by the number of
+	// series the gateway has (businesses × statuses, queues, kick statuses).
+	high map[series]float64
+}
+
+var _ prometheus.Collector = (*collector)(nil)
+
+func newCollector(snapshot func() Snapshot) *collector {
+	return &collector{snapshot: snapshot, high: make(map[series]float64)}
+}
+
+// Describe sends every descriptor, which makes this a checked collector.
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range allDescs {
+		ch <- d
+	}
+}
+
+// Collect takes one snapshot and emits it.
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	s := c.snapshot()
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+
+	gauge(ch, descConnections, float64(s.Connections))
+	gauge(ch, descLoggedIn, float64(s.LoggedIn))
+	c.counter(ch, descAccepted, s.Accepted)
+	c.counter(ch, descRefused, s.Refused)
+	c.counter(ch, descLogins, s.Logins)
+	c.counter(ch, descLoginFailures, s.LoginFail)
+	c.counter(ch, descFramesIn, s.FramesIn)
+	c.counter(ch, descFramesOut, s.FramesOut)
+	c.counter(ch, descBytesIn, s.BytesIn)
+	c.counter(ch, descBytesOut, s.BytesOut)
+	for status, n := range s.Kicks {
+		c.counter(ch, descKicks, n, status)
+	}
+
+	c.counter(ch, descPushRequests, s.Push.Requests)
+	c.counter(ch, descPushDeliveries, s.Push.Deliveries)
+	c.counter(ch, descPushOffline, s.Push.Offline)
+	c.counter(ch, descPushRecovered, s.Push.Recovered)
+	c.counter(ch, descPushAcks, s.Push.Acks)
+
+	for _, b := range s.Businesses {
+		biz := strconv.FormatUint(uint64(b.ID), 10)
+		c.counter(ch, descBizRequests, b.Requests, biz)
+		for status, n := range b.Results {
+			c.counter(ch, descBizResults, n, biz, status)
+		}
+		gauge(ch, descBizQueued, float64(b.Queued), biz)
+		gauge(ch, descBizInFlight, float64(b.InFlight), biz)
+		open := 0.0
+		if b.Breaker == "open" {
+			open = 1
+		}
+		gauge(ch, descBizBreakerOpen, open, biz)
+		// A summary without quantiles is exactly the _sum and _count pair;
+		// both halves are counters and get the same clamp.
+		count := c.monotonic(newSeries(descBizLatency, "count", biz), float64(b.LatencyCount))
+		sum := c.monotonic(newSeries(descBizLatency, "sum", biz), b.LatencySeconds)
+		m, err := prometheus.NewConstSummary(descBizLatency, uint64(count), sum, nil, biz)
+		emit(ch, descBizLatency, m, err)
+	}
+
+	for _, q := range s.Queues {
+		gauge(ch, descQueueLen, float64(q.Len), q.Name)
+		gauge(ch, descQueueCap, float64(q.Cap), q.Name)
+		c.counter(ch, descQueueDropped, q.Dropped, q.Name)
+	}
+}
+
+func gauge(ch chan<- prometheus.Metric, d *prometheus.Desc, v float64, labels ...string) {
+	m, err := prometheus.NewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	emit(ch, d, m, err)
+}
+
+// counter emits a counter series, never lower than it was last emitted.
+// c.mu must be held.
+func (c *collector) counter(ch chan<- prometheus.Metric, d *prometheus.Desc, v uint64, labels ...string) {
+	f := c.monotonic(newSeries(d, "", labels...), float64(v))
+	m, err := prometheus.NewConstMetric(d, prometheus.CounterValue, f, labels...)
+	emit(ch, d, m, err)
+}
+
+// monotonic returns the larger of v and the highest value seen for key, and
+// remembers it. c.mu must be held.
+func (c *collector) monotonic(key series, v float64) float64 {
+	if hi, ok := c.high[key]; ok && hi > v {
+		return hi
+	}
+	c.high[key] = v
+	return v
+}
+
+// series identifies one value of one series: its descriptor, a part (for
+// metrics with several values, like a summary's sum and count) and its
+// label values joined by 0xff, a byte valid UTF-8 never contains.
+type series struct {
+	desc   *prometheus.Desc
+	part   string
+	labels string
+}
+
+func newSeries(d *prometheus.Desc, part string, labels ...string) series {
+	return series{desc: d, part: part, labels: strings.Join(labels, "\xff")}
+}
+
+// emit sends m, or, when building m failed (a label value that is not valid
+// UTF-8), an invalid metric: the registry reports that one series as an
+// error and the collection goes on. (A Must* constructor would panic, and
+// the registry's recovery would drop every series after it.)
+func emit(ch chan<- prometheus.Metric, d *prometheus.Desc, m prometheus.Metric, err error) {
+	if err != nil {
+		m = prometheus.NewInvalidMetric(d, err)
+	}
+	ch <- m
+}

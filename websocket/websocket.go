@@ -1,0 +1,308 @@
+// Package websocket is the part of RFC 6455 a gateway on an event loop
+// needs: parsing the opening handshake and frame headers out of bytes
+// that have already arrived, and encoding the answers. It never reads
+// from a socket and never blocks, so the gateway can run WebSocket on its
+// reactor with no goroutine per connection, which no WebSocket library
+// built on blocking reads allows.
+//
+// Every function works on a byte slice and reports "incomplete" (n == 0,
+// nil error) when the slice does not yet hold the whole handshake or
+// frame header; the caller keeps the bytes and calls again when more
+// arrive. Limits are checked on the header, before any payload is
+// buffered.
+//
+// The package has no state; every function is safe for concurrent use.
+package websocket
+
+import (
+	"bytes"
+	"crypto/sha1"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+)
+
+// Opcodes of RFC 6455 section 5.2.
+const (
+	OpContinuation = 0x0
+	OpText         = 0x1
+	OpBinary       = 0x2
+	OpClose        = 0x8
+	OpPing         = 0x9
+	OpPong         = 0xA
+)
+
+// Close codes of RFC 6455 section 7.4.1 that the gateway sends.
+const (
+	CloseNormal      = 1000
+	CloseGoingAway   = 1001
+	CloseProtocol    = 1002
+	CloseUnsupported = 1003
+	ClosePolicy      = 1008
+	CloseTooBig      = 1009
+)
+
+// MaxHandshake bounds the opening handshake request, headers included.
+const MaxHandshake = 8192
+
+// Subprotocol is echoed when the client offers it.
+const Subprotocol = "longlink.v1"
+
+// Error is a handshake or framing failure. Status is the HTTP status to
+// answer a bad handshake with, or 0 for a framing error, which is
+// answered with a close frame carrying Code.
+type Error struct {
+	Status int
+	Code   uint16
+	Reason string
+}
+
+func (e *Error) Error() string { return "websocket: " + e.Reason }
+
+var (
+	errTooLongHandshake = &Error{Status: 431, Reason: "handshake too long"}
+	errNotGet           = &Error{Status: 405, Reason: "handshake must be a GET"}
+	errNotUpgrade       = &Error{Status: 400, Reason: "not a WebSocket upgrade"}
+	errVersion          = &Error{Status: 426, Reason: "unsupported WebSocket version (13 required)"}
+	errKey              = &Error{Status: 400, Reason: "bad Sec-WebSocket-Key"}
+	errRSV              = &Error{Code: CloseProtocol, Reason: "reserved bits set"}
+	errUnmasked         = &Error{Code: CloseProtocol, Reason: "client frame not masked"}
+	errBadOpcode        = &Error{Code: CloseProtocol, Reason: "unknown opcode"}
+	errControl          = &Error{Code: CloseProtocol, Reason: "fragmented or oversized control frame"}
+	errLength           = &Error{Code: CloseProtocol, Reason: "non-minimal or 64-bit length with the high bit set"}
+	// ErrTooBig is returned for a frame whose payload exceeds the limit.
+	ErrTooBig = &Error{Code: CloseTooBig, Reason: "message too big"}
+)
+
+// Handshake is a parsed opening handshake.
+type Handshake struct {
+	Key         []byte // Sec-WebSocket-Key, aliasing the input
+	Subprotocol bool   // the client offered Subprotocol
+}
+
+// ParseHandshake parses the HTTP upgrade request at the start of b. It
+// returns n == 0 and a nil error while the request is incomplete.
+func ParseHandshake(b []byte) (h Handshake, n int, err error) {
+	end := bytes.Index(b, []byte("\r\n\r\n"))
+	if end < 0 {
+		if len(b) >= MaxHandshake {
+			return h, 0, errTooLongHandshake
+		}
+		return h, 0, nil
+	}
+	if end+4 > MaxHandshake {
+		return h, 0, errTooLongHandshake
+	}
+	lines := bytes.Split(b[:end], []byte("\r\n"))
+	req := bytes.Fields(lines[0])
+	if len(req) != 3 || !bytes.HasPrefix(req[2], []byte("HTTP/1.")) {
+		return h, 0, errNotUpgrade
+	}
+	if string(req[0]) != "GET" {
+		return h, 0, errNotGet
+	}
+	var upgrade, connection, version bool
+	for _, line := range lines[1:] {
+		colon := bytes.IndexByte(line, ':')
+		if colon <= 0 {
+			return h, 0, errNotUpgrade
+		}
+		name, value := line[:colon], bytes.TrimSpace(line[colon+1:])
+		switch {
+		case bytes.EqualFold(name, []byte("Upgrade")):
+			upgrade = hasToken(value, "websocket")
+		case bytes.EqualFold(name, []byte("Connection")):
+			connection = hasToken(value, "upgrade")
+		case bytes.EqualFold(name, []byte("Sec-WebSocket-Version")):
+			version = string(value) == "13"
+		case bytes.EqualFold(name, []byte("Sec-WebSocket-Key")):
+			h.Key = value
+		case bytes.EqualFold(name, []byte("Sec-WebSocket-Protocol")):
+			h.Subprotocol = h.Subprotocol || hasToken(value, Subprotocol)
+		}
+	}
+	if !upgrade || !connection {
+		return h, 0, errNotUpgrade
+	}
+	if !version {
+		return h, 0, errVersion
+	}
+	if k, err := base64.StdEncoding.DecodeString(string(h.Key)); err != nil || len(k) != 16 {
+		return h, 0, errKey
+	}
+	return h, end + 4, nil
+}
+
+// hasToken reports whether the comma-separated header value holds token,
+// case-insensitively.
+func hasToken(value []byte, token string) bool {
+	for _, part := range bytes.Split(value, []byte(",")) {
+		if bytes.EqualFold(bytes.TrimSpace(part), []byte(token)) {
+			return true
+		}
+	}
+	return false
+}
+
+const acceptGUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+// AppendAccept appends the 101 answer to a parsed handshake.
+func AppendAccept(dst []byte, h Handshake) []byte {
+	sum := sha1.Sum(append(append(make([]byte, 0, 64), h.Key...), acceptGUID...))
+	dst = append(dst, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "...)
+	dst = base64.StdEncoding.AppendEncode(dst, sum[:])
+	if h.Subprotocol {
+		dst = append(dst, "\r\nSec-WebSocket-Protocol: "+Subprotocol...)
+	}
+	return append(dst, "\r\n\r\n"...)
+}
+
+// AppendReject appends an HTTP error answer to a bad handshake.
+func AppendReject(dst []byte, e *Error) []byte {
+	status := e.Status
+	if status == 0 {
+		status = 400
+	}
+	text := map[int]string{400: "Bad Request", 405: "Method Not Allowed", 426: "Upgrade Required", 431: "Request Header Fields Too Large"}[status]
+	dst = append(dst, "HTTP/1.1 "...)
+	dst = appendInt(dst, status)
+	dst = append(dst, ' ')
+	dst = append(dst, text...)
+	dst = append(dst, "\r\nConnection: close\r\nContent-Type: text/plain\r\n"...)
+	if status == 426 {
+		dst = append(dst, "Sec-WebSocket-Version: 13\r\n"...)
+	}
+	dst = append(dst, "Content-Length: "...)
+	dst = appendInt(dst, len(e.Reason))
+	dst = append(dst, "\r\n\r\n"...)
+	return append(dst, e.Reason...)
+}
+
+func appendInt(dst []byte, v int) []byte {
+	var b [20]byte
+	i := len(b)
+	for {
+		i--
+		b[i] = byte('0' + v%10)
+		v /= 10
+		if v == 0 {
+			break
+		}
+	}
+	return append(dst, b[i:]...)
+}
+
+// Header is a parsed frame header.
+type Header struct {
+	Fin    bool
+	Op     byte
+	Masked bool
+	Mask   [4]byte
+	Len    int // payload length
+}
+
+// ParseHeader parses the client frame header at the start of b, checking
+// it against the rules for frames from a client and the payload limit
+// max. It returns the header and its size, or n == 0 and a nil error when
+// b is too short to hold the whole header.
+func ParseHeader(b []byte, max int) (h Header, n int, err error) {
+	if len(b) < 2 {
+		return h, 0, nil
+	}
+	if b[0]&0x70 != 0 {
+		return h, 0, errRSV
+	}
+	h.Fin = b[0]&0x80 != 0
+	h.Op = b[0] & 0x0F
+	h.Masked = b[1]&0x80 != 0
+	switch h.Op {
+	case OpContinuation, OpText, OpBinary, OpClose, OpPing, OpPong:
+	default:
+		return h, 0, errBadOpcode
+	}
+	if !h.Masked {
+		return h, 0, errUnmasked
+	}
+	n = 2
+	switch l := b[1] & 0x7F; l {
+	case 126:
+		if len(b) < 4 {
+			return h, 0, nil
+		}
+		h.Len = int(binary.BigEndian.Uint16(b[2:]))
+		if h.Len < 126 {
+			return h, 0, errLength
+		}
+		n = 4
+	case 127:
+		if len(b) < 10 {
+			return h, 0, nil
+		}
+		v := binary.BigEndian.Uint64(b[2:])
+		if v>>63 != 0 || v < 1<<16 {
+			return h, 0, errLength
+		}
+		if v > uint64(max) {
+			return h, 0, ErrTooBig
+		}
+		h.Len = int(v)
+		n = 10
+	default:
+		h.Len = int(l)
+	}
+	if h.Op >= OpClose && (!h.Fin || h.Len > 125) {
+		return h, 0, errControl
+	}
+	if h.Len > max {
+		return h, 0, ErrTooBig
+	}
+	if len(b) < n+4 {
+		return h, 0, nil
+	}
+	copy(h.Mask[:], b[n:])
+	return h, n + 4, nil
+}
+
+// Unmask applies a frame's mask to its payload in place.
+func Unmask(p []byte, mask [4]byte) {
+	for i := range p {
+		p[i] ^= mask[i&3]
+	}
+}
+
+// AppendHeader appends an unmasked server frame header (FIN set) for a
+// payload of n bytes.
+func AppendHeader(dst []byte, op byte, n int) []byte {
+	dst = append(dst, 0x80|op)
+	switch {
+	case n < 126:
+		return append(dst, byte(n))
+	case n <= 0xFFFF:
+		return binary.BigEndian.AppendUint16(append(dst, 126), uint16(n))
+	default:
+		return binary.BigEndian.AppendUint64(append(dst, 127), uint64(n))
+	}
+}
+
+// AppendClose appends a close frame with code and reason (cut to fit a
+// control frame).
+func AppendClose(dst []byte, code uint16, reason string) []byte {
+	if len(reason) > 123 {
+		reason = reason[:123]
+	}
+	dst = AppendHeader(dst, OpClose, 2+len(reason))
+	dst = binary.BigEndian.AppendUint16(dst, code)
+	return append(dst, reason...)
+}
+
+// CloseCode returns the status code of a close frame's payload, 1005 (no
+// status) when it has none.
+func CloseCode(payload []byte) (uint16, error) {
+	switch {
+	case len(payload) == 0:
+		return 1005, nil
+	case len(payload) == 1:
+		return 0, errors.New("websocket: close payload of one byte")
+	}
+	return binary.BigEndian.Uint16(payload), nil
+}
