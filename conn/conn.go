@@ -11,6 +11,7 @@ import (
 	"github.com/longlink/longlink/codec"
 	"github.com/longlink/longlink/dispatch/downstream"
 	"github.com/longlink/longlink/recovery"
+	"github.com/longlink/longlink/websocket"
 	"github.com/valyala/bytebufferpool"
 )
 
@@ -59,10 +60,12 @@ type Conn struct {
 	state  atomic.Uint32
 	seen   atomic.Uint32 // wheel tick of the last frame received
 	born   uint32        // wheel tick of accept, for the login timeout
+	kind   Transport     // TCP or WebSocket, fixed at accept
 	device string        // the token's sub, set at login
 	app    string        // the token's app claim
 
 	partial *bytebufferpool.ByteBuffer // bytes of a frame split across reads; nil when none (reader-owned)
+	frag    *bytebufferpool.ByteBuffer // WebSocket: a fragmented message being reassembled; nil when none (reader-owned)
 	out     downstream.Outbox          // pending output (owned by the downstream worker)
 	rec     atomic.Pointer[recovery.Entry]
 
@@ -86,10 +89,14 @@ func (c *Conn) Device() string { return c.device }
 // State is the connection's current state.
 func (c *Conn) State() State { return State(c.state.Load() & stateMask) }
 
-// The state word holds the State in its low byte and, once the server
-// decided to close, the KICK status in its high half, so the reason
-// reaches the disconnect event without another field.
-const stateMask = 0xFF
+// The state word holds the State in its low byte, transport flags in the
+// next byte, and, once the server decided to close, the KICK status in
+// its high half, so the reason reaches the disconnect event without
+// another field.
+const (
+	stateMask  = 0xFF
+	wsUpgraded = 1 << 8 // WebSocket: the handshake was answered
+)
 
 // setState moves c to `to` if that is legal from its current state and
 // reports whether it did; status, when not OK, is recorded as the close
@@ -103,7 +110,7 @@ func (c *Conn) setState(to State, status codec.Status) bool {
 		}
 		next := word&^stateMask | uint32(to)
 		if status != codec.StatusOK {
-			next = uint32(status)<<16 | uint32(to)
+			next = uint32(status)<<16 | word&0xFF00 | uint32(to)
 		}
 		if c.state.CompareAndSwap(word, next) {
 			c.hub.transition(c, from, to)
@@ -141,10 +148,25 @@ func (c *Conn) Write(b []byte) (int, error) {
 	}
 }
 
-// Terminate implements downstream.Conn: it closes the socket; the close
-// hook does the rest.
-func (c *Conn) Terminate(codec.Status) {
+// Terminate implements downstream.Conn: it closes the socket (after a
+// WebSocket close frame); the close hook does the rest.
+func (c *Conn) Terminate(status codec.Status) {
+	if c.kind == WebSocket && c.state.Load()&wsUpgraded != 0 {
+		var b [4]byte
+		_, _ = c.Write(websocket.AppendClose(b[:0], closeCode(status), ""))
+	}
 	c.nc.Close()
+}
+
+// AppendFrame implements downstream.Conn.
+func (c *Conn) AppendFrame(dst, frame []byte) ([]byte, int) {
+	if c.kind == WebSocket {
+		if c.state.Load()&wsUpgraded == 0 {
+			return dst, -1 // no frames before the handshake is answered
+		}
+		dst = websocket.AppendHeader(dst, websocket.OpBinary, len(frame))
+	}
+	return append(dst, frame...), len(dst)
 }
 
 // StampPush implements downstream.Conn: the push gets the device's next

@@ -12,6 +12,7 @@ import (
 	"github.com/longlink/longlink/codec"
 	"github.com/longlink/longlink/dispatch/downstream"
 	"github.com/longlink/longlink/dispatch/upstream"
+	"github.com/longlink/longlink/reactor"
 	"github.com/longlink/longlink/recovery"
 	"github.com/longlink/longlink/route"
 	"github.com/valyala/bytebufferpool"
@@ -107,9 +108,28 @@ func NewHub(opts Options) *Hub {
 // Close stops the timing wheel.
 func (h *Hub) Close() { h.wheel.close() }
 
-// Prepare implements reactor.Handler: it admits or refuses a new
-// connection.
-func (h *Hub) Prepare(nc netpoll.Connection) context.Context {
+// Transport is how a connection carries frames.
+type Transport uint8
+
+const (
+	TCP       Transport = iota // frames back to back on the byte stream
+	WebSocket                  // one frame per binary WebSocket message (RFC 6455)
+)
+
+// Handler returns the reactor handler for a listener of transport t.
+func (h *Hub) Handler(t Transport) reactor.Handler { return &listener{h: h, kind: t} }
+
+type listener struct {
+	h    *Hub
+	kind Transport
+}
+
+func (l *listener) Prepare(nc netpoll.Connection) context.Context { return l.h.prepare(nc, l.kind) }
+
+func (l *listener) Data(ctx context.Context, nc netpoll.Connection) error { return l.h.data(ctx, nc) }
+
+// prepare admits or refuses a new connection.
+func (h *Hub) prepare(nc netpoll.Connection, kind Transport) context.Context {
 	h.accepted.Add(1)
 	ctx := context.Background()
 	fd := -1
@@ -117,6 +137,10 @@ func (h *Hub) Prepare(nc netpoll.Connection) context.Context {
 		fd = f.Fd()
 	}
 	if fd < 0 || h.draining.Load() || (h.opts.MaxConns > 0 && h.conns.Load() >= int64(h.opts.MaxConns)) {
+		// A WebSocket client has not upgraded yet: it cannot read a KICK.
+		if kind == WebSocket {
+			fd = -1
+		}
 		h.refused.Add(1)
 		status, reason := codec.StatusOverloaded, "too many connections"
 		if h.draining.Load() {
@@ -132,7 +156,7 @@ func (h *Hub) Prepare(nc netpoll.Connection) context.Context {
 		nc.Close()
 		return ctx
 	}
-	c := &Conn{id: h.nextID.Add(1), hub: h, nc: nc, fd: int32(fd), wslot: -1}
+	c := &Conn{id: h.nextID.Add(1), hub: h, nc: nc, fd: int32(fd), kind: kind, wslot: -1}
 	c.born = h.wheel.now()
 	c.seen.Store(c.born)
 	h.conns.Add(1)
@@ -141,9 +165,9 @@ func (h *Hub) Prepare(nc netpoll.Connection) context.Context {
 	return context.WithValue(ctx, ctxKey{}, c)
 }
 
-// Data implements reactor.Handler: it consumes all buffered input, frame
-// by frame, and keeps an incomplete frame's bytes aside.
-func (h *Hub) Data(ctx context.Context, nc netpoll.Connection) error {
+// data consumes all buffered input, frame by frame, and keeps an
+// incomplete frame's bytes aside.
+func (h *Hub) data(ctx context.Context, nc netpoll.Connection) error {
 	c, _ := ctx.Value(ctxKey{}).(*Conn)
 	r := nc.Reader()
 	n := r.Len()
@@ -164,7 +188,12 @@ func (h *Hub) Data(ctx context.Context, nc netpoll.Connection) error {
 		c.partial.B = append(c.partial.B, in...)
 		in = c.partial.B
 	}
-	used := c.feed(in)
+	var used int
+	if c.kind == WebSocket {
+		used = c.feedWS(in)
+	} else {
+		used = c.feed(in)
+	}
 	if rest := len(in) - used; rest > 0 && c.State() < StateClosing {
 		if c.partial == nil {
 			c.partial = bytebufferpool.Get()
@@ -202,6 +231,10 @@ func (h *Hub) release(c *Conn) {
 	if c.partial != nil {
 		bytebufferpool.Put(c.partial)
 		c.partial = nil
+	}
+	if c.frag != nil {
+		bytebufferpool.Put(c.frag)
+		c.frag = nil
 	}
 	if c.device == "" {
 		return

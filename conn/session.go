@@ -1,7 +1,6 @@
 package conn
 
 import (
-	"bytes"
 	"context"
 	"strconv"
 	"time"
@@ -163,16 +162,17 @@ func (c *Conn) welcome(seq uint32, rec *recovery.Entry, resume uint32, resuming 
 		buf.B = b
 		return
 	}
-	// The resumed pushes are encoded after the ack in the same buffer, so
-	// the ack's "resumed" must be known first: collect, then encode.
-	first := len(b)
+	// The ack's "resumed" must be known before it is encoded, and the
+	// resumed pushes must follow it: collect them first (each stamped with
+	// its seq), then send the ack, then each push as its own frame.
+	var pushes []byte
+	var ends []int
 	complete := rec.Since(resume, func(s uint32, frame []byte) {
-		at := len(b)
-		b = append(b, frame...)
-		codec.SetSeq(b[at:], s)
+		at := len(pushes)
+		pushes = append(pushes, frame...)
+		codec.SetSeq(pushes[at:], s)
+		ends = append(ends, len(pushes))
 	})
-	pushes := bytes.Clone(b[first:])
-	b = b[:first]
 	resumed := "0"
 	if complete {
 		resumed = "1"
@@ -180,24 +180,13 @@ func (c *Conn) welcome(seq uint32, rec *recovery.Entry, resume uint32, resuming 
 	b = codec.AppendMetaString(b, "resumed", resumed)
 	codec.EndFrame(b, start, codec.Header{Op: codec.OpLoginAck, Seq: seq}, len(b)-start-codec.HeaderSize)
 	h.down.Send(c, b)
-	if len(pushes) > 0 {
-		h.down.Send(c, pushes)
-		h.recovered.Add(uint64(countFrames(pushes)))
+	from := 0
+	for _, end := range ends {
+		h.down.Send(c, pushes[from:end])
+		from = end
 	}
+	h.recovered.Add(uint64(len(ends)))
 	buf.B = b
-}
-
-// countFrames counts the whole frames in b.
-func countFrames(b []byte) (n int) {
-	for len(b) >= codec.HeaderSize {
-		h, err := codec.ParseHeader(b, len(b))
-		if err != nil {
-			return n
-		}
-		b = b[h.Size():]
-		n++
-	}
-	return n
 }
 
 // refuse answers a failed LOGIN with status and reason and closes the

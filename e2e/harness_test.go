@@ -29,7 +29,7 @@ const (
 	testSecret = "e2e-jwt-secret-0123456789abcdef0123456789"
 )
 
-var binary string
+var gatewayBin string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "longlink-e2e")
@@ -37,8 +37,8 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	binary = filepath.Join(dir, "longlink")
-	build := exec.Command("go", "build", "-race", "-o", binary, "github.com/longlink/longlink")
+	gatewayBin = filepath.Join(dir, "longlink")
+	build := exec.Command("go", "build", "-race", "-o", gatewayBin, "github.com/longlink/longlink")
 	build.Stdout, build.Stderr = os.Stdout, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building the gateway:", err)
@@ -54,6 +54,7 @@ type server struct {
 	t    *testing.T
 	cmd  *exec.Cmd
 	TCP  string // bound TCP address
+	WS   string // bound WebSocket address ("" unless started with -ws-listen)
 	API  string // base URL of the API
 	Node string
 	logs *logBuffer
@@ -89,7 +90,13 @@ func startServer(t *testing.T, extra ...string) *server {
 		"-node", node, "-api-key", testAPIKey, "-jwt-secret", testSecret, "-biz", "1=echo",
 	}
 	args = append(args, extra...)
-	cmd := exec.Command(binary, args...)
+	wantWS := false
+	for i, a := range extra {
+		if a == "-ws-listen" && i+1 < len(extra) && extra[i+1] != "" {
+			wantWS = true
+		}
+	}
+	cmd := exec.Command(gatewayBin, args...)
 	s := &server{t: t, cmd: cmd, Node: node, logs: &logBuffer{}, done: make(chan error, 1)}
 	pr, pw := io.Pipe()
 	cmd.Stdout = s.logs
@@ -108,8 +115,10 @@ func startServer(t *testing.T, extra ...string) *server {
 					s.TCP = m[2]
 				case "http":
 					s.API = "http://" + m[2]
+				case "ws":
+					s.WS = m[2]
 				}
-				if s.TCP != "" && s.API != "" {
+				if s.TCP != "" && s.API != "" && (s.WS != "" || !wantWS) {
 					close(found)
 					break
 				}

@@ -50,6 +50,7 @@ type Gateway struct {
 	evs   *events.Sink // nil without -events-url
 
 	tcp    *reactor.Listener
+	ws     *reactor.Listener
 	apiLn  net.Listener
 	apiSrv *http.Server
 
@@ -130,10 +131,16 @@ func (r *lateResponder) Respond(req *upstream.Request, res upstream.Result) { r.
 func (g *Gateway) Start() error {
 	var err error
 	if g.cfg.Listen != "" {
-		if g.tcp, err = reactor.Listen(g.cfg.Listen, g.hub); err != nil {
+		if g.tcp, err = reactor.Listen(g.cfg.Listen, g.hub.Handler(conn.TCP)); err != nil {
 			return err
 		}
 		g.log.Info("listening", "proto", "tcp", "addr", g.tcp.Addr().String())
+	}
+	if g.cfg.WSListen != "" {
+		if g.ws, err = reactor.Listen(g.cfg.WSListen, g.hub.Handler(conn.WebSocket)); err != nil {
+			return err
+		}
+		g.log.Info("listening", "proto", "ws", "addr", g.ws.Addr().String())
 	}
 	if g.cfg.APIListen != "" {
 		if g.apiLn, err = net.Listen("tcp", g.cfg.APIListen); err != nil {
@@ -164,6 +171,14 @@ func (g *Gateway) TCPAddr() string {
 	return g.tcp.Addr().String()
 }
 
+// WSAddr is the bound WebSocket address ("" when WebSocket is off).
+func (g *Gateway) WSAddr() string {
+	if g.ws == nil {
+		return ""
+	}
+	return g.ws.Addr().String()
+}
+
 // APIAddr is the bound API address ("" when the API is off).
 func (g *Gateway) APIAddr() string {
 	if g.apiLn == nil {
@@ -184,8 +199,10 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 
 func (g *Gateway) shutdown(ctx context.Context) error {
 	g.ready.Store(false)
-	if g.tcp != nil {
-		_ = g.tcp.StopAccepting()
+	for _, l := range []*reactor.Listener{g.tcp, g.ws} {
+		if l != nil {
+			_ = l.StopAccepting()
+		}
 	}
 	kicked := g.hub.Drain(g.redirect(ctx))
 	g.log.Info("draining", "connections", kicked)
@@ -194,8 +211,10 @@ func (g *Gateway) shutdown(ctx context.Context) error {
 	for g.hub.Counters().Connections > 0 && ctx.Err() == nil {
 		time.Sleep(10 * time.Millisecond)
 	}
-	if g.tcp != nil {
-		_ = g.tcp.Shutdown(ctx)
+	for _, l := range []*reactor.Listener{g.tcp, g.ws} {
+		if l != nil {
+			_ = l.Shutdown(ctx)
+		}
 	}
 	if g.apiSrv != nil {
 		_ = g.apiSrv.Shutdown(ctx)
@@ -287,6 +306,9 @@ func (g *Gateway) Endpoints(context.Context) ([]api.Endpoint, error) {
 	var eps []api.Endpoint
 	if a := g.TCPAddr(); a != "" {
 		eps = append(eps, api.Endpoint{Proto: "tcp", Addr: g.advertise(a), Node: g.cfg.Node, Load: load})
+	}
+	if a := g.WSAddr(); a != "" {
+		eps = append(eps, api.Endpoint{Proto: "ws", Addr: g.advertise(a), Node: g.cfg.Node, Load: load})
 	}
 	return eps, nil
 }

@@ -16,6 +16,10 @@ type Conn interface {
 	ID() uint64
 	// Outbox is the connection's pending output, owned by its worker.
 	Outbox() *Outbox
+	// AppendFrame appends the transport's encoding of one protocol frame
+	// to dst and returns where the frame's own bytes start (for TCP that
+	// is the frame itself; WebSocket puts a message header before it).
+	AppendFrame(dst, frame []byte) (out []byte, at int)
 	// Write writes b to the socket without blocking and returns how much
 	// it took; an error means the connection is gone.
 	Write(b []byte) (int, error)
@@ -76,7 +80,8 @@ type Group struct {
 type taskKind uint8
 
 const (
-	taskBytes taskKind = iota // staging[off:off+n]
+	taskBytes taskKind = iota // one frame at staging[off:off+n]
+	taskRaw                   // transport bytes at staging[off:off+n], sent as they are
 	taskPush                  // push
 	taskKick                  // write a KICK, then terminate
 	taskClose                 // terminate once pending bytes are written
@@ -157,6 +162,18 @@ func (g *Group) Send(c Conn, frame []byte) {
 	off := len(w.staging)
 	w.staging = append(w.staging, frame...)
 	w.tasks = append(w.tasks, task{c: c, kind: taskBytes, off: int32(off), n: int32(len(frame))})
+	w.mu.Unlock()
+	w.signal()
+}
+
+// SendRaw queues bytes of the transport itself (a WebSocket handshake
+// answer or control frame) for c, written as they are.
+func (g *Group) SendRaw(c Conn, b []byte) {
+	w := g.worker(c)
+	w.mu.Lock()
+	off := len(w.staging)
+	w.staging = append(w.staging, b...)
+	w.tasks = append(w.tasks, task{c: c, kind: taskRaw, off: int32(off), n: int32(len(b))})
 	w.mu.Unlock()
 	w.signal()
 }
@@ -314,16 +331,23 @@ func (w *worker) apply(t *task, staging []byte) {
 		}
 		return
 	}
+	if ob.buf == nil {
+		ob.buf = bytebufferpool.Get()
+	}
 	switch t.kind {
 	case taskBytes:
-		ob.append(staging[t.off : t.off+t.n])
+		ob.buf.B, _ = t.c.AppendFrame(ob.buf.B, staging[t.off:t.off+t.n])
+	case taskRaw:
+		ob.buf.B = append(ob.buf.B, staging[t.off:t.off+t.n]...)
 	case taskPush:
-		start := ob.append(t.push.Frame)
-		t.c.StampPush(ob.buf.B[start:start+len(t.push.Frame)], t.push)
+		var at int
+		if ob.buf.B, at = t.c.AppendFrame(ob.buf.B, t.push.Frame); at >= 0 {
+			t.c.StampPush(ob.buf.B[at:at+len(t.push.Frame)], t.push)
+		}
 		w.stats.Deliveries.Add(1)
 	case taskKick:
 		if t.n > 0 {
-			ob.append(staging[t.off : t.off+t.n])
+			ob.buf.B, _ = t.c.AppendFrame(ob.buf.B, staging[t.off:t.off+t.n])
 		}
 		ob.flags |= outboxClosing
 		ob.status = t.status
@@ -338,15 +362,6 @@ func (w *worker) apply(t *task, staging []byte) {
 		ob.flags |= outboxDirty
 		w.dirty = append(w.dirty, t.c)
 	}
-}
-
-func (ob *Outbox) append(b []byte) (start int) {
-	if ob.buf == nil {
-		ob.buf = bytebufferpool.Get()
-	}
-	start = len(ob.buf.B)
-	ob.buf.B = append(ob.buf.B, b...)
-	return start
 }
 
 func (ob *Outbox) release() {
@@ -418,7 +433,8 @@ func (ob *Outbox) unblock(w *worker) {
 func (w *worker) slowConsumer(c Conn, ob *Outbox) {
 	w.stats.SlowConsumers.Add(1)
 	if w.g.opts.KickFrame != nil {
-		ob.buf.B = w.g.opts.KickFrame(ob.buf.B[:0], codec.StatusSlowConsumer, "outbound queue overflowed")
+		kick := w.g.opts.KickFrame(nil, codec.StatusSlowConsumer, "outbound queue overflowed")
+		ob.buf.B, _ = c.AppendFrame(ob.buf.B[:0], kick)
 		_, _ = c.Write(ob.buf.B) // best effort: the connection is closed either way
 	}
 	w.terminate(c, ob, codec.StatusSlowConsumer)

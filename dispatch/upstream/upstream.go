@@ -73,3 +73,8 @@ func put(r *Request) {
 	*r = Request{Meta: meta, Body: body}
 	requestPool.Put(r)
 }
+
+// Release returns a Request that was not submitted, or whose Submit did
+// not return codec.StatusOK, to the pool. A request Submit accepted is
+// recycled by the dispatcher and must not be released.
+func Release(req *Request) { put(req) }
