@@ -14,7 +14,7 @@
 //
 // All methods are safe for concurrent use. They may block on the network
 // for the Redis implementation and take a context for that reason; the
-// memory implementation never blocks.
+// memory implementation does no I/O, ignores the context and never fails.
 package route
 
 import (
@@ -34,7 +34,10 @@ type Location struct {
 var ErrUnavailable = errors.New("route: unavailable")
 
 // Route is the route layer. Ordering: operations on one device or one
-// group from one goroutine take effect in call order.
+// group from one goroutine take effect in call order. A Join or Leave of
+// many devices is not atomic to readers: a concurrent Groups may see part
+// of the batch applied. Group → members and device → groups never disagree
+// once the calls that change them have returned.
 type Route interface {
 	// Bind records that device is connected at loc and returns the
 	// location it was bound to before, if any (a duplicate login: the
