@@ -35,10 +35,17 @@ type Handler interface {
 
 // Configure sets netpoll's process-wide options: the number of epoll
 // loops (zero keeps netpoll's default) and the size of each connection's
-// first read buffer (zero keeps netpoll's 8 KiB). A small buffer is what
-// keeps an idle connection small; a busy connection's buffer still grows
-// with what it reads.
+// read buffer (zero keeps netpoll's 8 KiB). A small buffer is what keeps
+// an idle connection small; a busy connection's buffer still grows with
+// what it reads.
+//
+// netpoll rounds every buffer node up to LinkBufferCap (4 KiB), which
+// would make a smaller BufferSize pointless, so Configure lowers that
+// floor to readBuffer too. It must run before the first listener starts.
 func Configure(loops, readBuffer int) error {
+	if readBuffer > 0 {
+		netpoll.LinkBufferCap = readBuffer
+	}
 	cfg := netpoll.Config{PollerNum: loops, BufferSize: readBuffer}
 	if err := netpoll.Configure(cfg); err != nil {
 		return fmt.Errorf("reactor: configure netpoll: %w", err)
