@@ -52,10 +52,12 @@ type Outbox struct {
 }
 
 const (
-	outboxDirty   = 1 << iota // in the worker's flush list
-	outboxBlocked             // in the worker's blocked list
-	outboxDone                // terminated: drop everything
-	outboxClosing             // terminate once the pending bytes are written
+	outboxDirty    = 1 << iota // in the worker's flush list
+	outboxBlocked              // in the worker's blocked list
+	outboxDone                 // terminated: drop everything
+	outboxClosing              // terminate once the pending bytes are written
+	outboxListed               // on the worker's blocked list
+	outboxMidFrame             // the last write ended inside a frame
 )
 
 // Options sizes the group. Zero values take the defaults.
@@ -66,6 +68,10 @@ type Options struct {
 	// WriteTimeout is how long a socket may refuse all bytes before the
 	// connection is kicked as a slow consumer; zero means 10s.
 	WriteTimeout time.Duration
+	// MaxQueue bounds the tasks waiting for one worker; Push and PushMany
+	// wait while it is exceeded, so a push API caller that outruns the
+	// sockets is slowed down instead of growing memory. Zero means 1<<20.
+	MaxQueue int
 	// KickFrame encodes a KICK frame for status and reason into dst.
 	KickFrame func(dst []byte, status codec.Status, reason string) []byte
 }
@@ -98,12 +104,14 @@ type task struct {
 type worker struct {
 	g       *Group
 	mu      sync.Mutex
-	tasks   []task // guarded by mu
-	staging []byte // guarded by mu: encoded frames of taskBytes
+	roomy   *sync.Cond // signalled when the worker takes its queue
+	tasks   []task     // guarded by mu
+	staging []byte     // guarded by mu: encoded frames of taskBytes
 	wake    chan struct{}
 	stop    chan struct{}
 
 	// Worker-owned.
+	stopping     bool // guarded by mu: Close began; nobody waits for room
 	spare        []task
 	spareStaging []byte
 	dirty        []Conn
@@ -139,9 +147,13 @@ func New(opts Options) *Group {
 	if opts.WriteTimeout <= 0 {
 		opts.WriteTimeout = 10 * time.Second
 	}
+	if opts.MaxQueue <= 0 {
+		opts.MaxQueue = 1 << 20
+	}
 	g := &Group{opts: opts, workers: make([]*worker, opts.Workers)}
 	for i := range g.workers {
 		w := &worker{g: g, wake: make(chan struct{}, 1), stop: make(chan struct{})}
+		w.roomy = sync.NewCond(&w.mu)
 		g.workers[i] = w
 		g.wg.Add(1)
 		go w.run()
@@ -178,13 +190,23 @@ func (g *Group) SendRaw(c Conn, b []byte) {
 	w.signal()
 }
 
-// Push queues p for c.
+// Push queues p for c, waiting while c's worker is over MaxQueue.
 func (g *Group) Push(c Conn, p *Push) {
 	w := g.worker(c)
 	w.mu.Lock()
 	w.tasks = append(w.tasks, task{c: c, kind: taskPush, push: p})
+	w.waitRoom()
 	w.mu.Unlock()
 	w.signal()
+}
+
+// waitRoom waits, with w.mu held, until the worker's queue is back under
+// MaxQueue or the group is closing.
+func (w *worker) waitRoom() {
+	for len(w.tasks) > w.g.opts.MaxQueue && !w.stopping {
+		w.signal()
+		w.roomy.Wait()
+	}
 }
 
 // PushMany queues p for every connection in cs, taking each worker's lock
@@ -198,6 +220,7 @@ func (g *Group) PushMany(cs []Conn, p *Push) {
 				w.tasks = append(w.tasks, task{c: c, kind: taskPush, push: p})
 			}
 		}
+		w.waitRoom()
 		w.mu.Unlock()
 		w.signal()
 	}
@@ -253,6 +276,10 @@ type Snapshot struct {
 // Close stops the workers after they have written what was queued.
 func (g *Group) Close() {
 	for _, w := range g.workers {
+		w.mu.Lock()
+		w.stopping = true
+		w.roomy.Broadcast()
+		w.mu.Unlock()
 		close(w.stop)
 	}
 	g.wg.Wait()
@@ -294,6 +321,7 @@ func (w *worker) drain() {
 		w.mu.Lock()
 		tasks, staging := w.tasks, w.staging
 		w.tasks, w.staging = w.spare[:0], w.spareStaging[:0]
+		w.roomy.Broadcast()
 		w.mu.Unlock()
 		if len(tasks) == 0 {
 			w.spare, w.spareStaging = tasks, staging
@@ -308,9 +336,9 @@ func (w *worker) drain() {
 		w.stats.Queued.Store(0)
 		for _, c := range w.dirty {
 			ob := c.Outbox()
-			was := ob.flags & outboxBlocked
 			w.flush(c)
-			if was == 0 && ob.flags&outboxBlocked != 0 {
+			if ob.flags&(outboxBlocked|outboxListed) == outboxBlocked {
+				ob.flags |= outboxListed
 				w.blocked = append(w.blocked, c)
 			}
 		}
@@ -324,7 +352,10 @@ func (w *worker) drain() {
 
 func (w *worker) apply(t *task, staging []byte) {
 	ob := t.c.Outbox()
-	if ob.flags&outboxDone != 0 {
+	// Nothing follows a KICK (or the answer to a failed login) on the
+	// wire: the client stops reading there. A push that arrives too late
+	// is handed back for the device's resume.
+	if ob.flags&(outboxDone|outboxClosing) != 0 {
 		if t.kind == taskPush {
 			w.stats.Undelivered.Add(1)
 			t.c.Undelivered(t.push)
@@ -389,10 +420,17 @@ func (w *worker) flush(c Conn) {
 		}
 		w.stats.BytesOut.Add(uint64(n))
 		if n < len(ob.buf.B) {
+			if n > 0 {
+				// Progress: the write timeout counts from here, and
+				// the stream now stops inside a frame.
+				ob.since = 0
+				ob.flags |= outboxMidFrame
+			}
 			ob.buf.B = ob.buf.B[:copy(ob.buf.B, ob.buf.B[n:])]
 			w.refused(c, ob)
 			return
 		}
+		ob.flags &^= outboxMidFrame
 	}
 	ob.release()
 	ob.unblock(w)
@@ -429,10 +467,11 @@ func (ob *Outbox) unblock(w *worker) {
 }
 
 // slowConsumer drops what c could not take, makes one attempt to tell it
-// why, and closes it.
+// why (unless the stream stopped inside a frame, where a KICK would only
+// corrupt it), and closes it.
 func (w *worker) slowConsumer(c Conn, ob *Outbox) {
 	w.stats.SlowConsumers.Add(1)
-	if w.g.opts.KickFrame != nil {
+	if w.g.opts.KickFrame != nil && ob.flags&outboxMidFrame == 0 {
 		kick := w.g.opts.KickFrame(nil, codec.StatusSlowConsumer, "outbound queue overflowed")
 		ob.buf.B, _ = c.AppendFrame(ob.buf.B[:0], kick)
 		_, _ = c.Write(ob.buf.B) // best effort: the connection is closed either way
@@ -443,7 +482,7 @@ func (w *worker) slowConsumer(c Conn, ob *Outbox) {
 func (w *worker) terminate(c Conn, ob *Outbox, status codec.Status) {
 	ob.release()
 	ob.unblock(w)
-	ob.flags = outboxDone
+	ob.flags = outboxDone | ob.flags&outboxListed
 	c.Terminate(status)
 }
 
@@ -453,12 +492,13 @@ func (w *worker) retryBlocked() {
 	keep := w.blocked[:0]
 	for _, c := range w.blocked {
 		ob := c.Outbox()
-		if ob.flags&outboxBlocked == 0 {
-			continue // written out by drain, or terminated
+		if ob.flags&outboxBlocked != 0 {
+			w.flush(c)
 		}
-		w.flush(c)
 		if ob.flags&outboxBlocked != 0 {
 			keep = append(keep, c)
+		} else {
+			ob.flags &^= outboxListed
 		}
 	}
 	clear(w.blocked[len(keep):])
