@@ -70,7 +70,8 @@ type Options struct {
 	WriteTimeout time.Duration
 	// MaxQueue bounds the tasks waiting for one worker; Push and PushMany
 	// wait while it is exceeded, so a push API caller that outruns the
-	// sockets is slowed down instead of growing memory. Zero means 1<<20.
+	// sockets is slowed down instead of growing memory. Zero means 1<<16
+	// (about 2.6 MB of tasks per worker).
 	MaxQueue int
 	// KickFrame encodes a KICK frame for status and reason into dst.
 	KickFrame func(dst []byte, status codec.Status, reason string) []byte
@@ -148,7 +149,7 @@ func New(opts Options) *Group {
 		opts.WriteTimeout = 10 * time.Second
 	}
 	if opts.MaxQueue <= 0 {
-		opts.MaxQueue = 1 << 20
+		opts.MaxQueue = 1 << 16
 	}
 	g := &Group{opts: opts, workers: make([]*worker, opts.Workers)}
 	for i := range g.workers {
