@@ -56,7 +56,20 @@ func run() error {
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer cancel()
-	<-ctx.Done()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	for waiting := true; waiting; {
+		select {
+		case <-hup:
+			if err := g.ReloadTLS(); err != nil {
+				log.Error("tls reload failed; keeping the current certificate", "err", err)
+			} else {
+				log.Info("tls certificate reloaded")
+			}
+		case <-ctx.Done():
+			waiting = false
+		}
+	}
 	log.Info("shutting down", "drain_timeout", cfg.DrainTimeout)
 	drain, cancelDrain := context.WithTimeout(context.Background(), cfg.DrainTimeout)
 	defer cancelDrain()

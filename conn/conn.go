@@ -65,7 +65,7 @@ type Conn struct {
 	app    string        // the token's app claim
 
 	partial *bytebufferpool.ByteBuffer // bytes of a frame split across reads; nil when none (reader-owned)
-	frag    *bytebufferpool.ByteBuffer // WebSocket: a fragmented message being reassembled; nil when none (reader-owned)
+	ext     *ext                       // transport state beyond TCP's; nil for TCP (and for WebSocket until a fragment arrives)
 	out     downstream.Outbox          // pending output (owned by the downstream worker)
 	rec     atomic.Pointer[recovery.Entry]
 
@@ -76,6 +76,13 @@ type Conn struct {
 
 	wnext, wprev *Conn // timing wheel slot list (guarded by the wheel's lock)
 	wslot        int32 // the wheel slot, -1 when not in the wheel
+}
+
+// ext is the state only some transports need, kept out of Conn so a TCP
+// connection does not pay for it.
+type ext struct {
+	frag *bytebufferpool.ByteBuffer // WebSocket: a fragmented message being reassembled (reader-owned)
+	tls  *tlsConn                   // TLS: the session and its buffers
 }
 
 var errClosed = errors.New("conn: closed")
@@ -126,8 +133,17 @@ func (c *Conn) kickStatus() codec.Status { return codec.Status(c.state.Load() >>
 // Outbox implements downstream.Conn.
 func (c *Conn) Outbox() *downstream.Outbox { return &c.out }
 
-// Write implements downstream.Conn: a non-blocking write to the socket.
+// Write implements downstream.Conn: a non-blocking write to the socket
+// (through the TLS session for a TLS connection).
 func (c *Conn) Write(b []byte) (int, error) {
+	if c.kind == TLS {
+		return c.ext.tls.write(c, b)
+	}
+	return c.writeRaw(b)
+}
+
+// writeRaw writes b to the socket without blocking.
+func (c *Conn) writeRaw(b []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.fd < 0 {
@@ -212,3 +228,12 @@ func (c *Conn) closed() {
 
 // App is the logged-in device's application id.
 func (c *Conn) App() string { return c.app }
+
+// Backlog implements downstream.Conn: ciphertext a TLS connection still
+// holds for the socket.
+func (c *Conn) Backlog() int {
+	if c.kind == TLS {
+		return c.ext.tls.backlog()
+	}
+	return 0
+}

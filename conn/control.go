@@ -60,6 +60,7 @@ type Counters struct {
 	Connections, LoggedIn                        int64
 	Accepted, Refused, Logins, LoginFailures     uint64
 	FramesIn, BytesIn, Acks, Recovered, Requests uint64
+	TLSHandshakeFailures                         uint64
 	Kicks                                        [codec.NumStatus]uint64
 }
 
@@ -70,6 +71,7 @@ func (h *Hub) Counters() (s Counters) {
 	s.Logins, s.LoginFailures = h.logins.Load(), h.loginFails.Load()
 	s.FramesIn, s.BytesIn = h.framesIn.Load(), h.bytesIn.Load()
 	s.Acks, s.Recovered, s.Requests = h.acks.Load(), h.recovered.Load(), h.requests.Load()
+	s.TLSHandshakeFailures = h.tlsFailures.Load()
 	for i := range s.Kicks {
 		s.Kicks[i] = h.kicks[i].Load()
 	}

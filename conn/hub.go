@@ -2,6 +2,7 @@ package conn
 
 import (
 	"context"
+	"crypto/tls"
 	"log/slog"
 	"sync/atomic"
 	"syscall"
@@ -50,6 +51,7 @@ type Options struct {
 	Down     *downstream.Group
 	Upstream Submitter
 	Events   Events       // nil: none
+	TLS      *tls.Config  // for TLS listeners; nil when there are none
 	Logger   *slog.Logger // nil: slog.Default()
 
 	// OnTransition, when set, sees every state change; tests use it to
@@ -69,14 +71,15 @@ type Hub struct {
 	reg   registry
 	start time.Time
 
-	nextID   atomic.Uint64
-	draining atomic.Bool
-	redirect atomic.Pointer[string] // sent with KICK(SHUTTING_DOWN)
+	nextID     atomic.Uint64
+	handshakes atomic.Int64 // TLS handshakes in progress
+	draining   atomic.Bool
+	redirect   atomic.Pointer[string] // sent with KICK(SHUTTING_DOWN)
 
-	conns, loggedIn                              atomic.Int64
-	accepted, refused, logins, loginFails        atomic.Uint64
-	framesIn, bytesIn, acks, recovered, requests atomic.Uint64
-	kicks                                        [codec.NumStatus]atomic.Uint64
+	conns, loggedIn                                    atomic.Int64
+	accepted, refused, logins, loginFails, tlsFailures atomic.Uint64
+	framesIn, bytesIn, acks, recovered, requests       atomic.Uint64
+	kicks                                              [codec.NumStatus]atomic.Uint64
 }
 
 type ctxKey struct{}
@@ -114,6 +117,7 @@ type Transport uint8
 const (
 	TCP       Transport = iota // frames back to back on the byte stream
 	WebSocket                  // one frame per binary WebSocket message (RFC 6455)
+	TLS                        // frames back to back inside a TLS session
 )
 
 // Handler returns the reactor handler for a listener of transport t.
@@ -136,9 +140,15 @@ func (h *Hub) prepare(nc netpoll.Connection, kind Transport) context.Context {
 	if f, ok := nc.(interface{ Fd() int }); ok {
 		fd = f.Fd()
 	}
-	if fd < 0 || h.draining.Load() || (h.opts.MaxConns > 0 && h.conns.Load() >= int64(h.opts.MaxConns)) {
-		// A WebSocket client has not upgraded yet: it cannot read a KICK.
-		if kind == WebSocket {
+	tooMany := h.opts.MaxConns > 0 && h.conns.Load() >= int64(h.opts.MaxConns)
+	if kind == TLS && !tooMany {
+		if tooMany = h.handshakes.Add(1) > MaxHandshakes; tooMany {
+			h.handshakes.Add(-1)
+		}
+	}
+	if fd < 0 || h.draining.Load() || tooMany {
+		// A WebSocket or TLS client cannot read a KICK yet.
+		if kind != TCP {
 			fd = -1
 		}
 		h.refused.Add(1)
@@ -162,6 +172,9 @@ func (h *Hub) prepare(nc netpoll.Connection, kind Transport) context.Context {
 	h.conns.Add(1)
 	_ = nc.AddCloseCallback(func(netpoll.Connection) error { c.closed(); return nil })
 	h.wheel.add(c)
+	if kind == TLS {
+		h.startTLS(c)
+	}
 	return context.WithValue(ctx, ctxKey{}, c)
 }
 
@@ -189,9 +202,13 @@ func (h *Hub) data(ctx context.Context, nc netpoll.Connection) error {
 		in = c.partial.B
 	}
 	var used int
-	if c.kind == WebSocket {
+	switch c.kind {
+	case TLS:
+		c.feedTLS(in)
+		return r.Release()
+	case WebSocket:
 		used = c.feedWS(in)
-	} else {
+	default:
 		used = c.feed(in)
 	}
 	if rest := len(in) - used; rest > 0 && c.State() < StateClosing {
@@ -232,9 +249,14 @@ func (h *Hub) release(c *Conn) {
 		bytebufferpool.Put(c.partial)
 		c.partial = nil
 	}
-	if c.frag != nil {
-		bytebufferpool.Put(c.frag)
-		c.frag = nil
+	if c.ext != nil {
+		if c.ext.frag != nil {
+			bytebufferpool.Put(c.ext.frag)
+			c.ext.frag = nil
+		}
+		if c.ext.tls != nil {
+			c.ext.tls.release()
+		}
 	}
 	if c.device == "" {
 		return

@@ -58,7 +58,7 @@ func (c *Conn) wsMessage(wh *websocket.Header, payload []byte) {
 	h := c.hub
 	switch wh.Op {
 	case websocket.OpBinary:
-		if c.frag != nil {
+		if c.ext != nil && c.ext.frag != nil {
 			c.kick(codec.StatusBadFrame, "a new message began inside a fragmented one")
 			return
 		}
@@ -66,22 +66,26 @@ func (c *Conn) wsMessage(wh *websocket.Header, payload []byte) {
 			c.deliverWS(payload)
 			return
 		}
-		c.frag = bytebufferpool.Get()
-		c.frag.B = append(c.frag.B[:0], payload...)
+		if c.ext == nil {
+			c.ext = &ext{}
+		}
+		c.ext.frag = bytebufferpool.Get()
+		c.ext.frag.B = append(c.ext.frag.B[:0], payload...)
 	case websocket.OpContinuation:
-		if c.frag == nil {
+		if c.ext == nil || c.ext.frag == nil {
 			c.kick(codec.StatusBadFrame, "continuation without a message")
 			return
 		}
-		if len(c.frag.B)+len(payload) > h.opts.MaxFrame {
+		frag := c.ext.frag
+		if len(frag.B)+len(payload) > h.opts.MaxFrame {
 			c.kick(codec.StatusFrameTooLarge, "message exceeds the maximum frame size")
 			return
 		}
-		c.frag.B = append(c.frag.B, payload...)
+		frag.B = append(frag.B, payload...)
 		if wh.Fin {
-			c.deliverWS(c.frag.B)
-			bytebufferpool.Put(c.frag)
-			c.frag = nil
+			c.deliverWS(frag.B)
+			bytebufferpool.Put(frag)
+			c.ext.frag = nil
 		}
 	case websocket.OpText:
 		c.kick(codec.StatusBadFrame, "text messages are not part of the protocol")

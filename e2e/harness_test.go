@@ -55,6 +55,7 @@ type server struct {
 	cmd  *exec.Cmd
 	TCP  string // bound TCP address
 	WS   string // bound WebSocket address ("" unless started with -ws-listen)
+	TLS  string // bound TLS address ("" unless started with -tls-listen)
 	API  string // base URL of the API
 	Node string
 	logs *logBuffer
@@ -90,10 +91,11 @@ func startServer(t *testing.T, extra ...string) *server {
 		"-node", node, "-api-key", testAPIKey, "-jwt-secret", testSecret, "-biz", "1=echo",
 	}
 	args = append(args, extra...)
-	wantWS := false
+	wantWS, wantTLS := false, false
 	for i, a := range extra {
-		if a == "-ws-listen" && i+1 < len(extra) && extra[i+1] != "" {
-			wantWS = true
+		if i+1 < len(extra) && extra[i+1] != "" {
+			wantWS = wantWS || a == "-ws-listen"
+			wantTLS = wantTLS || a == "-tls-listen"
 		}
 	}
 	cmd := exec.Command(gatewayBin, args...)
@@ -117,8 +119,10 @@ func startServer(t *testing.T, extra ...string) *server {
 					s.API = "http://" + m[2]
 				case "ws":
 					s.WS = m[2]
+				case "tls":
+					s.TLS = m[2]
 				}
-				if s.TCP != "" && s.API != "" && (s.WS != "" || !wantWS) {
+				if s.TCP != "" && s.API != "" && (s.WS != "" || !wantWS) && (s.TLS != "" || !wantTLS) {
 					close(found)
 					break
 				}

@@ -10,6 +10,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -51,6 +52,8 @@ type Gateway struct {
 
 	tcp    *reactor.Listener
 	ws     *reactor.Listener
+	tlsL   *reactor.Listener
+	cert   *certificate // nil without -tls-listen
 	apiLn  net.Listener
 	apiSrv *http.Server
 
@@ -98,6 +101,14 @@ func New(cfg config.Config, log *slog.Logger) (*Gateway, error) {
 		g.evs = events.New(cfg.EventsURL, cfg.Node, events.Options{Logger: log})
 		sink = g.evs
 	}
+	var tlsConfig *tls.Config
+	if cfg.TLSListen != "" {
+		if g.cert, err = newCertificate(cfg.TLSCert, cfg.TLSKey); err != nil {
+			g.down.Close()
+			return nil, err
+		}
+		tlsConfig = g.cert.config()
+	}
 	hub = conn.NewHub(conn.Options{
 		Node:         cfg.Node,
 		MaxFrame:     cfg.MaxFrame,
@@ -114,6 +125,7 @@ func New(cfg config.Config, log *slog.Logger) (*Gateway, error) {
 		Down:         g.down,
 		Upstream:     g.up,
 		Events:       sink,
+		TLS:          tlsConfig,
 		Logger:       log,
 	})
 	responder.hub = hub
@@ -141,6 +153,12 @@ func (g *Gateway) Start() error {
 			return err
 		}
 		g.log.Info("listening", "proto", "ws", "addr", g.ws.Addr().String())
+	}
+	if g.cfg.TLSListen != "" {
+		if g.tlsL, err = reactor.Listen(g.cfg.TLSListen, g.hub.Handler(conn.TLS)); err != nil {
+			return err
+		}
+		g.log.Info("listening", "proto", "tls", "addr", g.tlsL.Addr().String())
 	}
 	if g.cfg.APIListen != "" {
 		if g.apiLn, err = net.Listen("tcp", g.cfg.APIListen); err != nil {
@@ -199,7 +217,7 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 
 func (g *Gateway) shutdown(ctx context.Context) error {
 	g.ready.Store(false)
-	for _, l := range []*reactor.Listener{g.tcp, g.ws} {
+	for _, l := range []*reactor.Listener{g.tcp, g.ws, g.tlsL} {
 		if l != nil {
 			_ = l.StopAccepting()
 		}
@@ -211,7 +229,7 @@ func (g *Gateway) shutdown(ctx context.Context) error {
 	for g.hub.Counters().Connections > 0 && ctx.Err() == nil {
 		time.Sleep(10 * time.Millisecond)
 	}
-	for _, l := range []*reactor.Listener{g.tcp, g.ws} {
+	for _, l := range []*reactor.Listener{g.tcp, g.ws, g.tlsL} {
 		if l != nil {
 			_ = l.Shutdown(ctx)
 		}
@@ -309,6 +327,9 @@ func (g *Gateway) Endpoints(context.Context) ([]api.Endpoint, error) {
 	}
 	if a := g.WSAddr(); a != "" {
 		eps = append(eps, api.Endpoint{Proto: "ws", Addr: g.advertise(a), Node: g.cfg.Node, Load: load})
+	}
+	if g.tlsL != nil {
+		eps = append(eps, api.Endpoint{Proto: "tls", Addr: g.advertise(g.tlsL.Addr().String()), Node: g.cfg.Node, Load: load})
 	}
 	return eps, nil
 }

@@ -127,6 +127,9 @@ func (c *benchConn) StampPush(frame []byte, _ *downstream.Push) {
 }
 func (c *benchConn) Undelivered(*downstream.Push)  {}
 func (c *benchConn) Terminate(status codec.Status) { c.env.terminated.Add(1) }
+// Backlog implements downstream.Conn.
+func (c *benchConn) Backlog() int { return 0 }
+
 func (c *benchConn) Write(b []byte) (int, error) {
 	for {
 		n, err := syscall.Write(c.fd, b)

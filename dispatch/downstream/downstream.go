@@ -21,8 +21,14 @@ type Conn interface {
 	// is the frame itself; WebSocket puts a message header before it).
 	AppendFrame(dst, frame []byte) (out []byte, at int)
 	// Write writes b to the socket without blocking and returns how much
-	// it took; an error means the connection is gone.
+	// it took; an error means the connection is gone. A transport that
+	// transforms bytes (TLS) may take b whole and keep some of its output
+	// for later: it reports those bytes in Backlog, and Write(nil) retries
+	// them.
 	Write(b []byte) (int, error)
+	// Backlog is how many bytes the transport itself still holds for the
+	// socket (0 for TCP and WebSocket).
+	Backlog() int
 	// StampPush gives the push just copied into frame (an encoded PUSH)
 	// the device's next seq and records it for recovery.
 	StampPush(frame []byte, p *Push)
@@ -412,22 +418,28 @@ func (w *worker) flush(c Conn) {
 	if ob.flags&outboxDone != 0 {
 		return
 	}
-	if ob.buf != nil && len(ob.buf.B) > 0 {
-		n, err := c.Write(ob.buf.B)
+	var pending []byte
+	if ob.buf != nil {
+		pending = ob.buf.B
+	}
+	if len(pending) > 0 || c.Backlog() > 0 {
+		n, err := c.Write(pending)
 		w.stats.Writes.Add(1)
 		if err != nil {
 			w.terminate(c, ob, codec.StatusOK)
 			return
 		}
 		w.stats.BytesOut.Add(uint64(n))
-		if n < len(ob.buf.B) {
+		if n < len(pending) || c.Backlog() > 0 {
 			if n > 0 {
 				// Progress: the write timeout counts from here, and
 				// the stream now stops inside a frame.
 				ob.since = 0
 				ob.flags |= outboxMidFrame
 			}
-			ob.buf.B = ob.buf.B[:copy(ob.buf.B, ob.buf.B[n:])]
+			if ob.buf != nil {
+				ob.buf.B = ob.buf.B[:copy(ob.buf.B, ob.buf.B[n:])]
+			}
 			w.refused(c, ob)
 			return
 		}
@@ -448,10 +460,14 @@ func (w *worker) refused(c Conn, ob *Outbox) {
 		ob.since = now
 	}
 	stuck := now-ob.since > int64(w.g.opts.WriteTimeout)
+	pending := c.Backlog()
+	if ob.buf != nil {
+		pending += len(ob.buf.B)
+	}
 	switch {
 	case ob.flags&outboxClosing != 0 && stuck:
 		w.terminate(c, ob, ob.status)
-	case len(ob.buf.B) > w.g.opts.MaxPending || stuck:
+	case pending > w.g.opts.MaxPending || stuck:
 		w.slowConsumer(c, ob)
 	case ob.flags&outboxBlocked == 0:
 		ob.flags |= outboxBlocked
@@ -472,10 +488,10 @@ func (ob *Outbox) unblock(w *worker) {
 // corrupt it), and closes it.
 func (w *worker) slowConsumer(c Conn, ob *Outbox) {
 	w.stats.SlowConsumers.Add(1)
-	if w.g.opts.KickFrame != nil && ob.flags&outboxMidFrame == 0 {
+	if w.g.opts.KickFrame != nil && ob.flags&outboxMidFrame == 0 && c.Backlog() == 0 {
 		kick := w.g.opts.KickFrame(nil, codec.StatusSlowConsumer, "outbound queue overflowed")
-		ob.buf.B, _ = c.AppendFrame(ob.buf.B[:0], kick)
-		_, _ = c.Write(ob.buf.B) // best effort: the connection is closed either way
+		b, _ := c.AppendFrame(nil, kick)
+		_, _ = c.Write(b) // best effort: the connection is closed either way
 	}
 	w.terminate(c, ob, codec.StatusSlowConsumer)
 }

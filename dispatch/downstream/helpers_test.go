@@ -91,6 +91,9 @@ func appendWSHeader(dst []byte, n int) []byte {
 	}
 }
 
+// Backlog implements downstream.Conn: a socket keeps nothing of its own.
+func (c *sockConn) Backlog() int { return 0 }
+
 func (c *sockConn) Write(b []byte) (int, error) {
 	c.writes.Add(1)
 	c.mu.Lock()
