@@ -9,6 +9,8 @@ import (
 	"runtime/debug"
 	"strings"
 	"time"
+
+	"github.com/longlink/longlink/web"
 )
 
 // Defaults for the zero values of Options.
@@ -96,6 +98,11 @@ func New(gw Gateway, opts Options) http.Handler {
 	if opts.Metrics != nil {
 		m.Handle("GET /metrics", opts.Metrics)
 	}
+	// The browser client and its demo page (package web): public static
+	// files, no API key, like the operations endpoints. The page's "Get a
+	// token" button calls POST /v1/tokens with a key the person types in.
+	m.Handle("GET /demo/", http.StripPrefix("/demo", web.Handler()))
+	m.Handle("GET /demo", http.RedirectHandler("/demo/", http.StatusMovedPermanently))
 	m.HandleFunc("GET /healthz", s.healthz)
 	m.HandleFunc("GET /readyz", s.readyz)
 	m.HandleFunc("GET /debug/pprof/", pprof.Index)
