@@ -123,6 +123,7 @@ type worker struct {
 	spareStaging []byte
 	dirty        []Conn
 	blocked      []Conn
+	round        counts // this drain's counts, published to stats once per drain
 
 	stats Stats
 }
@@ -274,6 +275,20 @@ func (g *Group) Stats() (s Snapshot) {
 	return s
 }
 
+// counts are a worker's counters for one drain, kept in plain fields so
+// that a delivery costs no atomic operation.
+type counts struct{ frames, deliveries, writes, bytes uint64 }
+
+// publish adds the drain's counts to the worker's stats.
+func (w *worker) publish() {
+	r := &w.round
+	w.stats.FramesOut.Add(r.frames)
+	w.stats.Deliveries.Add(r.deliveries)
+	w.stats.Writes.Add(r.writes)
+	w.stats.BytesOut.Add(r.bytes)
+	*r = counts{}
+}
+
 // Snapshot is Stats summed over the workers, as plain numbers.
 type Snapshot struct {
 	FramesOut, BytesOut, Writes, Deliveries, Undelivered, SlowConsumers uint64
@@ -355,6 +370,7 @@ func (w *worker) drain() {
 	if len(w.blocked) > 0 {
 		w.retryBlocked()
 	}
+	w.publish()
 }
 
 func (w *worker) apply(t *task, staging []byte) {
@@ -382,7 +398,7 @@ func (w *worker) apply(t *task, staging []byte) {
 		if ob.buf.B, at = t.c.AppendFrame(ob.buf.B, t.push.Frame); at >= 0 {
 			t.c.StampPush(ob.buf.B[at:at+len(t.push.Frame)], t.push)
 		}
-		w.stats.Deliveries.Add(1)
+		w.round.deliveries++
 	case taskKick:
 		if t.n > 0 {
 			ob.buf.B, _ = t.c.AppendFrame(ob.buf.B, staging[t.off:t.off+t.n])
@@ -394,7 +410,7 @@ func (w *worker) apply(t *task, staging []byte) {
 		ob.status = t.status
 	}
 	if t.kind != taskClose {
-		w.stats.FramesOut.Add(1)
+		w.round.frames++
 	}
 	if ob.flags&outboxDirty == 0 {
 		ob.flags |= outboxDirty
@@ -424,12 +440,12 @@ func (w *worker) flush(c Conn) {
 	}
 	if len(pending) > 0 || c.Backlog() > 0 {
 		n, err := c.Write(pending)
-		w.stats.Writes.Add(1)
+		w.round.writes++
 		if err != nil {
 			w.terminate(c, ob, codec.StatusOK)
 			return
 		}
-		w.stats.BytesOut.Add(uint64(n))
+		w.round.bytes += uint64(n)
 		if n < len(pending) || c.Backlog() > 0 {
 			if n > 0 {
 				// Progress: the write timeout counts from here, and
