@@ -49,12 +49,15 @@ func (w *wheel) ticks(d time.Duration) uint32 {
 	return uint32(max(1, (d+w.tick-1)/w.tick))
 }
 
-// deadline is the tick at which c expires, given what it has done.
+// deadline is the tick at which c expires, given what it has done. born
+// and seen are the tick in progress at the time, which may be nearly
+// over, so one more tick keeps a timeout from firing early: the kick
+// comes between the timeout and the timeout plus one tick.
 func (w *wheel) deadline(c *Conn) uint32 {
 	if c.State() == StateAccepted {
-		return c.born + w.ticks(w.hub.opts.LoginTimeout)
+		return c.born + w.ticks(w.hub.opts.LoginTimeout) + 1
 	}
-	return c.seen.Load() + w.ticks(w.hub.opts.IdleTimeout)
+	return c.seen.Load() + w.ticks(w.hub.opts.IdleTimeout) + 1
 }
 
 func (w *wheel) add(c *Conn) {
