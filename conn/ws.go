@@ -96,7 +96,10 @@ func (c *Conn) wsMessage(wh *websocket.Header, payload []byte) {
 	case websocket.OpClose:
 		// The client closes: answer its close and end, no KICK needed.
 		code, err := websocket.CloseCode(payload)
-		if err != nil || code == 1005 {
+		switch {
+		case err != nil:
+			code = websocket.CloseProtocol
+		case code == 1005:
 			code = websocket.CloseNormal
 		}
 		if c.setState(StateClosing, codec.StatusOK) {

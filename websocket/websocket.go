@@ -19,7 +19,7 @@ import (
 	"crypto/sha1"
 	"encoding/base64"
 	"encoding/binary"
-	"errors"
+	"unicode/utf8"
 )
 
 // Opcodes of RFC 6455 section 5.2.
@@ -94,14 +94,14 @@ func ParseHandshake(b []byte) (h Handshake, n int, err error) {
 		return h, 0, errTooLongHandshake
 	}
 	lines := bytes.Split(b[:end], []byte("\r\n"))
-	req := bytes.Fields(lines[0])
-	if len(req) != 3 || !bytes.HasPrefix(req[2], []byte("HTTP/1.")) {
+	req := bytes.Split(lines[0], []byte(" "))
+	if len(req) != 3 || !validHTTPVersion(req[2]) {
 		return h, 0, errNotUpgrade
 	}
 	if string(req[0]) != "GET" {
 		return h, 0, errNotGet
 	}
-	var upgrade, connection, version bool
+	var upgrade, connection, version, host bool
 	for _, line := range lines[1:] {
 		colon := bytes.IndexByte(line, ':')
 		if colon <= 0 {
@@ -109,19 +109,25 @@ func ParseHandshake(b []byte) (h Handshake, n int, err error) {
 		}
 		name, value := line[:colon], bytes.TrimSpace(line[colon+1:])
 		switch {
+		// Repeated list headers combine (RFC 7230 section 3.2.2).
 		case bytes.EqualFold(name, []byte("Upgrade")):
-			upgrade = hasToken(value, "websocket")
+			upgrade = upgrade || hasToken(value, "websocket")
 		case bytes.EqualFold(name, []byte("Connection")):
-			connection = hasToken(value, "upgrade")
+			connection = connection || hasToken(value, "upgrade")
+		case bytes.EqualFold(name, []byte("Host")):
+			host = true
 		case bytes.EqualFold(name, []byte("Sec-WebSocket-Version")):
 			version = string(value) == "13"
 		case bytes.EqualFold(name, []byte("Sec-WebSocket-Key")):
+			if h.Key != nil {
+				return h, 0, errKey // one key only (RFC 6455 section 11.3.1)
+			}
 			h.Key = value
 		case bytes.EqualFold(name, []byte("Sec-WebSocket-Protocol")):
-			h.Subprotocol = h.Subprotocol || hasToken(value, Subprotocol)
+			h.Subprotocol = h.Subprotocol || hasExactToken(value, Subprotocol)
 		}
 	}
-	if !upgrade || !connection {
+	if !upgrade || !connection || !host {
 		return h, 0, errNotUpgrade
 	}
 	if !version {
@@ -131,6 +137,23 @@ func ParseHandshake(b []byte) (h Handshake, n int, err error) {
 		return h, 0, errKey
 	}
 	return h, end + 4, nil
+}
+
+// validHTTPVersion accepts HTTP/1.1 and later 1.x versions: the opening
+// handshake needs at least HTTP/1.1 (RFC 6455 section 4.2.1).
+func validHTTPVersion(v []byte) bool {
+	return len(v) == 8 && bytes.HasPrefix(v, []byte("HTTP/1.")) && v[7] >= '1' && v[7] <= '9'
+}
+
+// hasExactToken reports whether the comma-separated header value holds
+// token exactly: subprotocol names are compared as they are.
+func hasExactToken(value []byte, token string) bool {
+	for _, part := range bytes.Split(value, []byte(",")) {
+		if string(bytes.TrimSpace(part)) == token {
+			return true
+		}
+	}
+	return false
 }
 
 // hasToken reports whether the comma-separated header value holds token,
@@ -263,9 +286,16 @@ func ParseHeader(b []byte, max int) (h Header, n int, err error) {
 	return h, n + 4, nil
 }
 
-// Unmask applies a frame's mask to its payload in place.
+// Unmask applies a frame's mask to its payload in place, eight bytes at
+// a time.
 func Unmask(p []byte, mask [4]byte) {
-	for i := range p {
+	m32 := uint64(binary.LittleEndian.Uint32(mask[:]))
+	m := m32 | m32<<32
+	i := 0
+	for ; i+8 <= len(p); i += 8 {
+		binary.LittleEndian.PutUint64(p[i:], binary.LittleEndian.Uint64(p[i:])^m)
+	}
+	for ; i < len(p); i++ {
 		p[i] ^= mask[i&3]
 	}
 }
@@ -284,25 +314,37 @@ func AppendHeader(dst []byte, op byte, n int) []byte {
 	}
 }
 
-// AppendClose appends a close frame with code and reason (cut to fit a
-// control frame).
+// AppendClose appends a close frame with code and reason, cut to fit a
+// control frame on a character boundary (a close reason must be UTF-8).
 func AppendClose(dst []byte, code uint16, reason string) []byte {
 	if len(reason) > 123 {
-		reason = reason[:123]
+		i := 123
+		for i > 0 && !utf8.RuneStart(reason[i]) {
+			i--
+		}
+		reason = reason[:i]
 	}
 	dst = AppendHeader(dst, OpClose, 2+len(reason))
 	dst = binary.BigEndian.AppendUint16(dst, code)
 	return append(dst, reason...)
 }
 
+var errCloseCode = &Error{Code: CloseProtocol, Reason: "invalid close code"}
+
 // CloseCode returns the status code of a close frame's payload, 1005 (no
-// status) when it has none.
+// status) when it has none. A code that may not appear on the wire (RFC
+// 6455 section 7.4) is an error, answered with CloseProtocol.
 func CloseCode(payload []byte) (uint16, error) {
 	switch {
 	case len(payload) == 0:
 		return 1005, nil
 	case len(payload) == 1:
-		return 0, errors.New("websocket: close payload of one byte")
+		return 0, errCloseCode
 	}
-	return binary.BigEndian.Uint16(payload), nil
+	code := binary.BigEndian.Uint16(payload)
+	switch {
+	case code >= 1000 && code <= 1003, code >= 1007 && code <= 1014, code >= 3000 && code <= 4999:
+		return code, nil
+	}
+	return 0, errCloseCode
 }
