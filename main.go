@@ -32,10 +32,7 @@ func run() error {
 		return nil
 	}
 	if err != nil {
-		return err
-	}
-	if err := cfg.Validate(); err != nil {
-		return err
+		return err // Parse has validated the whole configuration
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel(cfg.LogLevel)}))
 	slog.SetDefault(log)

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"fmt"
+	"github.com/longlink/longlink/auth"
 	"net/http"
 	"slices"
 	"time"
@@ -232,6 +233,9 @@ func (s *server) token(w http.ResponseWriter, r *http.Request) (any, error) {
 	tok, err := s.gw.Token(b.Device, b.App, ttl, b.Groups)
 	if err != nil {
 		return nil, fmt.Errorf("minting a token: %w", err)
+	}
+	if len(tok) > auth.MaxTokenLen {
+		return nil, badRequest("the token would be %d bytes, over the %d a LOGIN accepts: name fewer or shorter groups", len(tok), auth.MaxTokenLen)
 	}
 	eps, err := s.gw.Endpoints(r.Context())
 	if err != nil {

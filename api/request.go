@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/longlink/longlink/auth"
 	"math"
 	"net/http"
 	"reflect"
@@ -27,10 +28,9 @@ const (
 	maxIDLen = 128
 	// maxReasonLen bounds a kick's reason, sent as KICK meta "reason".
 	maxReasonLen = 256
-	// maxTokenGroups bounds the groups a token names: they travel in the
-	// JWT inside the LOGIN frame, which must fit -max-frame (64 KiB by
-	// default); 256 names of 128 bytes stay under it.
-	maxTokenGroups = 256
+	// maxTokenGroups bounds the groups a token names: the login token
+	// verifier refuses more (auth.MaxGroups).
+	maxTokenGroups = auth.MaxGroups
 	// maxPooledBody is the largest body buffer returned to bodyPool, so
 	// that one large request does not pin a megabyte per pooled buffer.
 	maxPooledBody = 64 << 10

@@ -165,8 +165,13 @@ func (c *Conn) writeRaw(b []byte) (int, error) {
 }
 
 // Terminate implements downstream.Conn: it closes the socket (after a
-// WebSocket close frame); the close hook does the rest.
+// WebSocket close frame); the close hook does the rest. A status the
+// worker decided on its own (SLOW_CONSUMER) is recorded and counted here
+// as a kick; a kick decided earlier already moved c to closing.
 func (c *Conn) Terminate(status codec.Status) {
+	if status != codec.StatusOK && c.setState(StateClosing, status) {
+		c.hub.countKick(status)
+	}
 	if c.kind == WebSocket && c.state.Load()&wsUpgraded != 0 {
 		var b [4]byte
 		_, _ = c.Write(websocket.AppendClose(b[:0], closeCode(status), ""))

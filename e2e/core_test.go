@@ -512,3 +512,41 @@ func TestShutdownKicks(t *testing.T) {
 		t.Fatal("gateway did not exit after SIGTERM")
 	}
 }
+
+// TestTokens mints tokens through the control API and logs in with them;
+// a token the gateway could not accept at LOGIN is refused at minting.
+func TestTokens(t *testing.T) {
+	s := startServer(t)
+	var tok struct {
+		Token     string `json:"token"`
+		ExpiresAt int64  `json:"expires_at"`
+		Endpoints []struct {
+			Proto, Addr string
+		} `json:"endpoints"`
+	}
+	if code := s.api("POST", "/v1/tokens", map[string]any{"device": "dev-tok", "ttl_seconds": 60, "groups": []string{"tok-room"}}, &tok); code != 200 {
+		t.Fatalf("tokens: %d", code)
+	}
+	if len(tok.Endpoints) == 0 || tok.Endpoints[0].Addr != s.TCP || tok.ExpiresAt < time.Now().Unix() {
+		t.Fatalf("token answer %+v", tok)
+	}
+	c := dial(t, tok.Endpoints[0].Addr)
+	if ack := c.login(tok.Token); ack.Status != codec.StatusOK {
+		t.Fatalf("login with a minted token: %v", ack.Status)
+	}
+	var room struct{ Members int }
+	if s.api("GET", "/v1/groups/tok-room", nil, &room); room.Members != 1 {
+		t.Fatalf("token groups not joined: %d members", room.Members)
+	}
+	long := make([]string, 64)
+	for i := range long {
+		long[i] = fmt.Sprintf("%0128d", i)
+	}
+	var e struct{ Error string }
+	if code := s.api("POST", "/v1/tokens", map[string]any{"device": "d", "ttl_seconds": 60, "groups": long}, &e); code != 400 || e.Error == "" {
+		t.Fatalf("a token too long for LOGIN: %d %q", code, e.Error)
+	}
+	if code := s.api("POST", "/v1/tokens", map[string]any{"device": "d", "ttl_seconds": 60, "groups": append(long, "x")}, &e); code != 400 {
+		t.Fatalf("65 groups: %d %q", code, e.Error)
+	}
+}

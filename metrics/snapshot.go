@@ -47,7 +47,8 @@ type BizStats struct {
 	Queued   int64             `json:"queued"` // requests waiting now
 	InFlight int64             `json:"in_flight"`
 	Breaker  string            `json:"breaker"` // closed, open or half-open
-	// LatencySum and LatencyCount give the mean; buckets are in /metrics.
+	// LatencySeconds and LatencyCount give the mean latency; /metrics
+	// exposes the same two as a summary.
 	LatencySeconds float64 `json:"latency_seconds_sum"`
 	LatencyCount   uint64  `json:"latency_count"`
 }
