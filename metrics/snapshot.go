@@ -13,7 +13,7 @@ type Snapshot struct {
 	CPUSeconds  float64 `json:"cpu_seconds"` // user+system CPU time of the process
 
 	Accepted  uint64 `json:"accepted"` // connections accepted
-	Refused   uint64 `json:"refused"`  // connections refused by -max-conns
+	Refused   uint64 `json:"refused"`  // connections refused at accept: -max-conns, draining, or too many TLS handshakes
 	Logins    uint64 `json:"logins"`   // successful logins
 	LoginFail uint64 `json:"login_failures"`
 	FramesIn  uint64 `json:"frames_in"`
