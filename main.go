@@ -44,6 +44,12 @@ func run() error {
 		defer stop()
 	}
 
+	// Signals are caught before anything listens, so a SIGTERM that comes
+	// as soon as the node is up still drains it.
+	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer cancel()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
 	g, err := gateway.New(cfg, log)
 	if err != nil {
 		return err
@@ -51,10 +57,6 @@ func run() error {
 	if err := g.Start(); err != nil {
 		return err
 	}
-	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer cancel()
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
 	for waiting := true; waiting; {
 		select {
 		case <-hup:

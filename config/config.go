@@ -44,6 +44,8 @@ const (
 	DefaultProfilePath  = "."
 	DefaultDrainTimeout = 10 * time.Second
 	DefaultReadBuffer   = 1024 // bytes
+	DefaultRedisPrefix  = "longlink:"
+	DefaultNodeTTL      = 15 * time.Second
 )
 
 // Limits enforced by Validate.
@@ -57,6 +59,9 @@ const (
 	MinJWTSecretLen = 32       // bytes, to listen beyond loopback
 	MinAPIKeyLen    = 16       // bytes, to listen beyond loopback
 	IdleHeartbeats  = 3        // the idle timeout, in heartbeats, when -idle-timeout is 0
+	MinNodeTTL      = time.Second
+	MaxNodeTTL      = 30 * time.Second // a dead node's devices are offline within this
+	MaxRedisPrefix  = 64               // bytes of -redis-prefix
 )
 
 // EnvPrefix starts the name of every environment variable.
@@ -94,6 +99,9 @@ type Config struct {
 	RecoverTTL   time.Duration // -recover-ttl: how long they are kept after a disconnect; > 0
 	EventsURL    string        // -events-url: http(s) URL for connect/disconnect events; "" disables them
 	Redis        string        // -redis: Redis host:port of the shared route; "" means the in-memory route
+	RedisPrefix  string        // -redis-prefix: starts every Redis key and channel, 1..MaxRedisPrefix bytes; deployments sharing a Redis need different ones
+	RedisPass    string        // -redis-password: Redis AUTH password; "" means none
+	NodeTTL      time.Duration // -node-ttl: a node's registration lifetime: a dead node's devices are offline within it; MinNodeTTL..MaxNodeTTL
 	LogLevel     string        // -log-level: debug, info, warn or error
 	Profile      string        // -profile: cpu, mem, block, mutex, trace or goroutine; "" disables profiling
 	ProfilePath  string        // -profile-path: directory the profile is written to
@@ -126,6 +134,8 @@ func Default() Config {
 		ProfilePath:  DefaultProfilePath,
 		DrainTimeout: DefaultDrainTimeout,
 		ReadBuffer:   DefaultReadBuffer,
+		RedisPrefix:  DefaultRedisPrefix,
+		NodeTTL:      DefaultNodeTTL,
 	}
 }
 
@@ -253,6 +263,9 @@ func newFlagSet(c *Config) (*flag.FlagSet, *bizList) {
 	fs.DurationVar(&c.RecoverTTL, "recover-ttl", c.RecoverTTL, "how long a device's pushes are kept after it disconnects")
 	fs.StringVar(&c.EventsURL, "events-url", c.EventsURL, "http(s) `URL` receiving connect and disconnect events; empty disables them")
 	fs.StringVar(&c.Redis, "redis", c.Redis, "Redis `address` host:port of the shared route; empty means the in-memory route (one node)")
+	fs.StringVar(&c.RedisPrefix, "redis-prefix", c.RedisPrefix, "`prefix` of every Redis key and channel; deployments sharing one Redis need different ones")
+	fs.StringVar(&c.RedisPass, "redis-password", c.RedisPass, "Redis AUTH `password`; empty means none")
+	fs.DurationVar(&c.NodeTTL, "node-ttl", c.NodeTTL, "with -redis: a node's registration lifetime, renewed every third of it; a dead node's devices are offline within it (1s..30s)")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log `level`: debug, info, warn or error")
 	fs.StringVar(&c.Profile, "profile", c.Profile, "`profile` to record: cpu, mem, block, mutex, trace or goroutine; empty disables profiling")
 	fs.StringVar(&c.ProfilePath, "profile-path", c.ProfilePath, "`directory` the profile is written to")
@@ -387,6 +400,12 @@ func (c *Config) Validate() error {
 		if _, err := splitAddr(c.Redis); err != nil {
 			bad("-redis %q: %v", c.Redis, err)
 		}
+	}
+	if c.RedisPrefix == "" || len(c.RedisPrefix) > MaxRedisPrefix || hasSpaceOrControl(c.RedisPrefix) {
+		bad("-redis-prefix %q: want 1..%d bytes without spaces or control characters", c.RedisPrefix, MaxRedisPrefix)
+	}
+	if c.NodeTTL < MinNodeTTL || c.NodeTTL > MaxNodeTTL {
+		bad("-node-ttl %v: want %v..%v", c.NodeTTL, MinNodeTTL, MaxNodeTTL)
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

@@ -33,6 +33,7 @@ func TestDefault(t *testing.T) {
 		MaxConns: 1000000, MaxFrame: 65536, MaxPending: 1 << 20,
 		Rate: 100, RateBurst: 200, RecoverSize: 64, RecoverTTL: 2 * time.Minute,
 		LogLevel: "info", ProfilePath: ".", DrainTimeout: 10 * time.Second, ReadBuffer: 1024,
+		RedisPrefix: "longlink:", NodeTTL: 15 * time.Second,
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Default() =\n%+v\nwant\n%+v", c, want)
@@ -92,6 +93,9 @@ var flagCases = []struct {
 	{"recover-ttl", "30s", nil, func(c *Config) any { return c.RecoverTTL }, 30 * time.Second},
 	{"events-url", "https://biz.example/events", nil, func(c *Config) any { return c.EventsURL }, "https://biz.example/events"},
 	{"redis", "127.0.0.1:6379", nil, func(c *Config) any { return c.Redis }, "127.0.0.1:6379"},
+	{"redis-prefix", "staging:", nil, func(c *Config) any { return c.RedisPrefix }, "staging:"},
+	{"redis-password", "s3cret", nil, func(c *Config) any { return c.RedisPass }, "s3cret"},
+	{"node-ttl", "5s", nil, func(c *Config) any { return c.NodeTTL }, 5 * time.Second},
 	{"log-level", "debug", nil, func(c *Config) any { return c.LogLevel }, "debug"},
 	{"profile", "cpu", nil, func(c *Config) any { return c.Profile }, "cpu"},
 	{"profile-path", "/tmp/prof", nil, func(c *Config) any { return c.ProfilePath }, "/tmp/prof"},
@@ -434,6 +438,11 @@ func TestValidate(t *testing.T) {
 		{"events url scheme", func(c *Config) { c.EventsURL = "ftp://b/events" }, "-events-url"},
 		{"events url relative", func(c *Config) { c.EventsURL = "/events" }, "-events-url"},
 		{"redis without port", func(c *Config) { c.Redis = "redis.local" }, "-redis"},
+		{"empty redis prefix", func(c *Config) { c.RedisPrefix = "" }, "-redis-prefix"},
+		{"redis prefix with space", func(c *Config) { c.RedisPrefix = "a b" }, "-redis-prefix"},
+		{"long redis prefix", func(c *Config) { c.RedisPrefix = strings.Repeat("p", MaxRedisPrefix+1) }, "-redis-prefix"},
+		{"short node ttl", func(c *Config) { c.NodeTTL = MinNodeTTL - time.Millisecond }, "-node-ttl 999ms"},
+		{"long node ttl", func(c *Config) { c.NodeTTL = MaxNodeTTL + time.Second }, "-node-ttl 31s"},
 		{"log level", func(c *Config) { c.LogLevel = "loud" }, "-log-level"},
 		{"profile", func(c *Config) { c.Profile = "heap" }, "-profile \"heap\""},
 		{"profile without path", func(c *Config) { c.Profile = "cpu"; c.ProfilePath = "" }, "-profile-path is empty"},

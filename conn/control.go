@@ -41,6 +41,18 @@ func (h *Hub) Kick(device string, status codec.Status, reason string) bool {
 	return true
 }
 
+// KickConn closes the device's connection here with KICK(status) if it is
+// connection id (whichever it is when id is 0), and reports whether it
+// did. Another node asks for it when the device logs in there.
+func (h *Hub) KickConn(device string, id uint64, status codec.Status, reason string) bool {
+	c := h.reg.lookup(device)
+	if c == nil || (id != 0 && c.id != id) {
+		return false
+	}
+	c.kick(status, reason)
+	return true
+}
+
 // Drain makes the hub refuse new connections and kicks every open one
 // with SHUTTING_DOWN, carrying redirect when it is not empty. It returns
 // how many it kicked.

@@ -31,6 +31,20 @@ type Events interface {
 	Disconnected(node string, c *Conn, status codec.Status)
 }
 
+// Cluster is the part of logins and releases that involves other nodes
+// sharing the route (see package gateway); nil on a single node.
+type Cluster interface {
+	// Takeover is called at login, after the device was bound here and
+	// before its recovery state is attached, when the device was bound to
+	// prev on another node: it makes that connection let go (KICK
+	// DUPLICATE_LOGIN there) and returns once its recovery state is where
+	// Attach finds it, or ctx ends.
+	Takeover(ctx context.Context, device string, prev route.Location)
+	// Released is called when a logged-in connection has been released:
+	// its recovery state is detached and its binding removed.
+	Released(device string, conn uint64)
+}
+
 // Options configure a Hub. Every field is required unless it says what
 // its zero value means.
 type Options struct {
@@ -51,6 +65,7 @@ type Options struct {
 	Down     *downstream.Group
 	Upstream Submitter
 	Events   Events       // nil: none
+	Cluster  Cluster      // nil: a single node
 	TLS      *tls.Config  // for TLS listeners; nil when there are none
 	Logger   *slog.Logger // nil: slog.Default()
 
@@ -270,6 +285,9 @@ func (h *Hub) release(c *Conn) {
 	defer cancel()
 	if err := h.route.Unbind(ctx, c.device, route.Location{Node: h.opts.Node, Conn: c.id}); err != nil {
 		h.log.Warn("route unbind failed", "device", c.device, "conn", c.id, "err", err)
+	}
+	if h.opts.Cluster != nil {
+		h.opts.Cluster.Released(c.device, c.id)
 	}
 	if h.opts.Events != nil {
 		h.opts.Events.Disconnected(h.opts.Node, c, c.kickStatus())

@@ -99,9 +99,10 @@ func (c *Conn) login(f *codec.Frame) {
 	defer cancel()
 	groups, err := h.route.Groups(ctx, claims.Device)
 	if err != nil {
-		h.log.Warn("route groups failed", "device", claims.Device, "err", err)
-		c.refuse(f.Seq, codec.StatusInternal, "route unavailable")
-		return
+		// The shared route is unreachable: the device is served all the
+		// same (local pushes and broadcasts reach it), with its token's
+		// groups only.
+		h.log.Warn("route groups failed; the device gets its token's groups only", "device", claims.Device, "err", err)
 	}
 	if len(claims.Groups) > 0 {
 		for _, g := range claims.Groups {
@@ -116,6 +117,14 @@ func (c *Conn) login(f *codec.Frame) {
 	// before any new push (LOGIN_ACK, then the resumed pushes) is queued
 	// before it becomes reachable in the registry.
 	c.device, c.app = claims.Device, claims.App
+	// Bound before the recovery state is attached: a connection of the
+	// device on another node must first let go of the device and of its
+	// recovery state (Cluster.Takeover).
+	if prevLoc, had, err := h.route.Bind(ctx, c.device, route.Location{Node: h.opts.Node, Conn: c.id}); err != nil {
+		h.log.Warn("route bind failed", "device", c.device, "err", err)
+	} else if had && prevLoc.Node != h.opts.Node && h.opts.Cluster != nil {
+		h.opts.Cluster.Takeover(ctx, c.device, prevLoc)
+	}
 	rec := h.rec.Attach(c.device, now)
 	if rec != nil {
 		c.rec.Store(rec)
@@ -134,11 +143,6 @@ func (c *Conn) login(f *codec.Frame) {
 	}
 	for _, g := range groups {
 		h.reg.join(g, c)
-	}
-	if prevLoc, had, err := h.route.Bind(ctx, c.device, route.Location{Node: h.opts.Node, Conn: c.id}); err != nil {
-		h.log.Warn("route bind failed", "device", c.device, "err", err)
-	} else if had && prevLoc.Node != h.opts.Node {
-		h.log.Info("device moved from another node", "device", c.device, "from", prevLoc.Node)
 	}
 	if h.opts.Events != nil {
 		h.opts.Events.Connected(h.opts.Node, c)

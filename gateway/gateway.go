@@ -4,6 +4,13 @@
 // recovery store, and the HTTP API. It implements api.Gateway, the
 // operations the HTTP API exposes, on top of them.
 //
+// With -redis the node is one of several sharing a Redis (cluster.go,
+// docs/cluster.md): the route is route.Redis, recovery state of devices
+// connected nowhere is kept in Redis, and pushes for devices of other
+// nodes, group pushes and broadcasts travel between nodes on the
+// cluster.Bus. Without it nothing of that exists: the in-memory route and
+// one node, as before.
+//
 // main.go is only flags → config.Config → gateway.New → Start → wait for
 // a signal → Shutdown; tests start whole nodes the same way.
 package gateway
@@ -49,6 +56,7 @@ type Gateway struct {
 	up    *upstream.Dispatcher
 	hub   *conn.Hub
 	evs   *events.Sink // nil without -events-url
+	cl    *clusterNode // nil without -redis: a single node
 
 	tcp    *reactor.Listener
 	ws     *reactor.Listener
@@ -60,6 +68,7 @@ type Gateway struct {
 	pushRequests, offline atomic.Uint64
 	ready                 atomic.Bool
 	stopOnce              sync.Once
+	started               time.Time
 }
 
 var configureOnce sync.Once
@@ -75,9 +84,16 @@ func New(cfg config.Config, log *slog.Logger) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	g := &Gateway{cfg: cfg, log: log, secret: []byte(cfg.JWTSecret)}
+	g := &Gateway{cfg: cfg, log: log, secret: []byte(cfg.JWTSecret), started: time.Now()}
 	g.route = route.NewMemory()
 	g.rec = recovery.New(cfg.RecoverSize, cfg.RecoverTTL)
+	var shared conn.Cluster // stays a nil interface on a single node
+	if cfg.Redis != "" {
+		g.cl = newClusterNode(g, cfg, log)
+		g.route = g.cl.route
+		g.rec.Share(g.cl.shared, recovery.ShareOptions{Logger: log})
+		shared = g.cl
+	}
 	workers := cfg.DownWorkers
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
@@ -125,6 +141,7 @@ func New(cfg config.Config, log *slog.Logger) (*Gateway, error) {
 		Down:         g.down,
 		Upstream:     g.up,
 		Events:       sink,
+		Cluster:      shared,
 		TLS:          tlsConfig,
 		Logger:       log,
 	})
@@ -139,9 +156,13 @@ type lateResponder struct{ hub *conn.Hub }
 
 func (r *lateResponder) Respond(req *upstream.Request, res upstream.Result) { r.hub.Respond(req, res) }
 
-// Start opens the listeners.
+// Start opens the listeners. With -redis the node first subscribes and
+// registers, so that it can hear other nodes before its devices are bound.
 func (g *Gateway) Start() error {
 	var err error
+	if g.cl != nil {
+		g.cl.start()
+	}
 	if g.cfg.Listen != "" {
 		if g.tcp, err = reactor.Listen(g.cfg.Listen, g.hub.Handler(conn.TCP)); err != nil {
 			return err
@@ -177,6 +198,9 @@ func (g *Gateway) Start() error {
 		}()
 		g.log.Info("listening", "proto", "http", "addr", g.apiLn.Addr().String())
 	}
+	if g.cl != nil {
+		g.cl.announce() // now with the bound endpoints
+	}
 	g.ready.Store(true)
 	return nil
 }
@@ -205,10 +229,10 @@ func (g *Gateway) APIAddr() string {
 	return g.apiLn.Addr().String()
 }
 
-// Shutdown drains the node: it stops accepting, kicks every connection
-// with SHUTTING_DOWN (and a redirect when another endpoint is known),
-// lets in-flight upstream requests finish until ctx ends, and closes
-// everything. It is safe to call more than once.
+// Shutdown drains the node: it stops accepting, lets in-flight upstream
+// requests finish (until ctx ends) and answers them, kicks every
+// connection with SHUTTING_DOWN (and a redirect when another endpoint is
+// known), and closes everything. It is safe to call more than once.
 func (g *Gateway) Shutdown(ctx context.Context) error {
 	var err error
 	g.stopOnce.Do(func() { err = g.shutdown(ctx) })
@@ -217,14 +241,20 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 
 func (g *Gateway) shutdown(ctx context.Context) error {
 	g.ready.Store(false)
+	if g.cl != nil {
+		g.cl.draining(ctx)
+	}
 	for _, l := range []*reactor.Listener{g.tcp, g.ws, g.tlsL} {
 		if l != nil {
 			_ = l.StopAccepting()
 		}
 	}
+	// In-flight upstream requests finish first, so that their RESPONSEs
+	// reach connections still open; new REQUESTs are answered
+	// SHUTTING_DOWN meanwhile. Then every connection is kicked.
+	upErr := g.up.Close(ctx)
 	kicked := g.hub.Drain(g.redirect(ctx))
 	g.log.Info("draining", "connections", kicked)
-	upErr := g.up.Close(ctx)
 	// Wait for the KICKs to be written and the sockets closed.
 	for g.hub.Counters().Connections > 0 && ctx.Err() == nil {
 		time.Sleep(10 * time.Millisecond)
@@ -236,6 +266,11 @@ func (g *Gateway) shutdown(ctx context.Context) error {
 	}
 	if g.apiSrv != nil {
 		_ = g.apiSrv.Shutdown(ctx)
+	}
+	if g.cl != nil {
+		// The connections are gone and their recovery state saved: leave
+		// the cluster before the parts that other nodes' messages use.
+		g.cl.stop(ctx)
 	}
 	g.hub.Close()
 	g.down.Close()
@@ -301,6 +336,13 @@ func (g *Gateway) Stats() metrics.Snapshot {
 			{Name: "downstream_blocked_conns", Len: d.Pending, Dropped: d.SlowConsumers},
 		},
 	}
+	if g.cl != nil {
+		bs := g.cl.bus.Stats()
+		s.Queues = append(s.Queues,
+			metrics.QueueStats{Name: "cluster_replies", Dropped: bs.Dropped.Load()},
+			metrics.QueueStats{Name: "recovery_shared_appends", Dropped: g.rec.Dropped()},
+		)
+	}
 	if g.evs != nil {
 		_, dropped, _, queued := g.evs.Stats()
 		s.Queues = append(s.Queues, metrics.QueueStats{Name: "events", Len: int64(queued), Cap: int64(g.evs.Cap()), Dropped: dropped})
@@ -318,8 +360,17 @@ func (g *Gateway) Token(device, app string, ttl time.Duration, groups []string) 
 	return auth.Mint(g.secret, auth.Claims{Device: device, App: app, Groups: groups, Expires: time.Now().Add(ttl)})
 }
 
-// Endpoints implements api.Gateway: this node's access points.
+// Endpoints implements api.Gateway: this node's access points, or with
+// -redis those of every live node, least loaded first.
 func (g *Gateway) Endpoints(context.Context) ([]api.Endpoint, error) {
+	if g.cl != nil {
+		return g.cl.endpoints(), nil
+	}
+	return g.localEndpoints(), nil
+}
+
+// localEndpoints lists this node's access points.
+func (g *Gateway) localEndpoints() []api.Endpoint {
 	load := g.hub.Counters().Connections
 	var eps []api.Endpoint
 	if a := g.TCPAddr(); a != "" {
@@ -331,7 +382,7 @@ func (g *Gateway) Endpoints(context.Context) ([]api.Endpoint, error) {
 	if g.tlsL != nil {
 		eps = append(eps, api.Endpoint{Proto: "tls", Addr: g.advertise(g.tlsL.Addr().String()), Node: g.cfg.Node, Load: load})
 	}
-	return eps, nil
+	return eps
 }
 
 // advertise replaces the host of a bound address with -advertise.
@@ -357,12 +408,19 @@ func (g *Gateway) Device(ctx context.Context, device string) (api.DeviceInfo, er
 
 // Kick implements api.Gateway. The KICK carries UNAUTHORIZED: a business
 // that disconnects a device means it to stay away until it has a new
-// token (a client reconnects with backoff after any other status).
-func (g *Gateway) Kick(_ context.Context, device, reason string) (bool, error) {
+// token (a client reconnects with backoff after any other status). With
+// -redis, a device connected to another node is kicked there.
+func (g *Gateway) Kick(ctx context.Context, device, reason string) (bool, error) {
 	if reason == "" {
 		reason = "disconnected by the business"
 	}
-	return g.hub.Kick(device, codec.StatusUnauthorized, reason), nil
+	if g.hub.Kick(device, codec.StatusUnauthorized, reason) {
+		return true, nil
+	}
+	if g.cl != nil {
+		return g.cl.kick(ctx, device, reason)
+	}
+	return false, nil
 }
 
 // Join implements api.Gateway.
@@ -372,6 +430,9 @@ func (g *Gateway) Join(ctx context.Context, group string, devices []string) erro
 	}
 	for _, d := range devices {
 		g.hub.Join(group, d)
+	}
+	if g.cl != nil {
+		return g.cl.members(ctx, group, devices, true)
 	}
 	return nil
 }
@@ -383,6 +444,9 @@ func (g *Gateway) Leave(ctx context.Context, group string, devices []string) err
 	}
 	for _, d := range devices {
 		g.hub.Leave(group, d)
+	}
+	if g.cl != nil {
+		return g.cl.members(ctx, group, devices, false)
 	}
 	return nil
 }

@@ -6,8 +6,10 @@ import (
 	"time"
 
 	"github.com/longlink/longlink/api"
+	"github.com/longlink/longlink/cluster"
 	"github.com/longlink/longlink/codec"
 	"github.com/longlink/longlink/dispatch/downstream"
+	"github.com/longlink/longlink/route"
 )
 
 // encodePush encodes msg once as a PUSH with seq 0; every delivery copies
@@ -40,8 +42,10 @@ func (g *Gateway) checkSize(p *downstream.Push) error {
 	return nil
 }
 
-// Push implements api.Gateway: unicast and batch unicast.
-func (g *Gateway) Push(_ context.Context, devices []string, msg api.Message) (api.PushResult, error) {
+// Push implements api.Gateway: unicast and batch unicast. Devices
+// connected here are served at once; with -redis the others are looked up
+// in one round trip and sent to their nodes, one message per node.
+func (g *Gateway) Push(ctx context.Context, devices []string, msg api.Message) (api.PushResult, error) {
 	p := encodePush(msg, "")
 	if err := g.checkSize(p); err != nil {
 		return api.PushResult{}, err
@@ -50,6 +54,7 @@ func (g *Gateway) Push(_ context.Context, devices []string, msg api.Message) (ap
 	res := api.PushResult{Offline: []string{}}
 	now := time.Now()
 	seen := make(map[string]struct{}, len(devices))
+	var away []string
 	for _, d := range devices {
 		if _, dup := seen[d]; dup {
 			continue
@@ -60,41 +65,65 @@ func (g *Gateway) Push(_ context.Context, devices []string, msg api.Message) (ap
 			res.Delivered++
 			continue
 		}
+		if g.cl != nil {
+			away = append(away, d)
+			continue
+		}
 		// Not connected here: kept for resume if the device left
 		// recently, and reported offline either way.
 		g.rec.Offline(d, p.Frame, now)
 		res.Offline = append(res.Offline, d)
 	}
+	if len(away) > 0 {
+		g.cl.push(ctx, away, p.Frame, &res)
+	}
 	g.offline.Add(uint64(len(res.Offline)))
 	return res, nil
 }
 
-// PushGroup implements api.Gateway.
-func (g *Gateway) PushGroup(_ context.Context, group string, msg api.Message) (int, error) {
+// deliverMany hands p to every connection of cs.
+func (g *Gateway) deliverMany(cs []downstream.Conn, p *downstream.Push) int {
+	if len(cs) > 0 {
+		g.down.PushMany(cs, p)
+	}
+	return len(cs)
+}
+
+// fanout adds the deliveries of the other nodes to local, the count of
+// this node's. When they cannot be reached the error says how far the
+// push went, and wraps route.ErrUnavailable (the API answers 503).
+func (g *Gateway) fanout(ctx context.Context, local int, m cluster.Msg) (int, error) {
+	if g.cl == nil {
+		return local, nil
+	}
+	remote, err := g.cl.fanout(ctx, m)
+	if err != nil {
+		return 0, fmt.Errorf("%w: delivered to the %d connections of node %s only; the other nodes could not be reached: %w",
+			route.ErrUnavailable, local, g.cfg.Node, err)
+	}
+	return local + remote, nil
+}
+
+// PushGroup implements api.Gateway. With -redis the push also goes, in
+// one message, to every other node, which delivers it to its own members.
+func (g *Gateway) PushGroup(ctx context.Context, group string, msg api.Message) (int, error) {
 	p := encodePush(msg, group)
 	if err := g.checkSize(p); err != nil {
 		return 0, err
 	}
 	g.pushRequests.Add(1)
-	cs := g.hub.Members(group, nil)
-	if len(cs) == 0 {
-		return 0, nil
-	}
-	g.down.PushMany(cs, p)
-	return len(cs), nil
+	n := g.deliverMany(g.hub.Members(group, nil), p)
+	return g.fanout(ctx, n, cluster.Msg{Kind: cluster.KindGroup, Group: group, Frame: p.Frame})
 }
 
-// Broadcast implements api.Gateway.
-func (g *Gateway) Broadcast(_ context.Context, msg api.Message) (int, error) {
+// Broadcast implements api.Gateway. With -redis the push also goes, in
+// one message, to every other node.
+func (g *Gateway) Broadcast(ctx context.Context, msg api.Message) (int, error) {
 	p := encodePush(msg, "")
 	if err := g.checkSize(p); err != nil {
 		return 0, err
 	}
 	g.pushRequests.Add(1)
-	cs := g.hub.All(nil)
-	if len(cs) == 0 {
-		return 0, nil
-	}
-	g.down.PushMany(cs, p)
-	return len(cs), nil
+	n := g.deliverMany(g.hub.All(nil), p)
+	return g.fanout(ctx, n, cluster.Msg{Kind: cluster.KindAll, Frame: p.Frame})
 }

@@ -1,0 +1,415 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Handler carries out what other nodes ask of this one. The bus calls
+// Deliver, DeliverGroup, DeliverAll and Members one at a time, in the
+// order the messages arrived, so they must not block (handing frames to
+// the downstream task group is fine); Kick runs on a goroutine of its own
+// and may wait.
+type Handler interface {
+	// Deliver pushes frame to those of devices connected here and returns
+	// the others.
+	Deliver(devices []string, frame []byte) (missing []string)
+	// DeliverGroup pushes frame to the members of group connected here
+	// and returns how many.
+	DeliverGroup(group string, frame []byte) int
+	// DeliverAll pushes frame to every connection here and returns how
+	// many.
+	DeliverAll(frame []byte) int
+	// Members applies a membership change to the devices connected here.
+	Members(group string, devices []string, join bool)
+	// Kick closes device's connection conn here (any connection of the
+	// device when conn is 0) with a KICK of status, and reports whether
+	// there was one. With settle it returns only once that connection is
+	// gone and the device's recovery state saved, or ctx ends.
+	Kick(ctx context.Context, device string, conn uint64, status uint16, reason string, settle bool) bool
+}
+
+// Errors of Send and Fanout.
+var (
+	// ErrNoReceiver: nobody is subscribed to the node's channel (the node
+	// is dead, or its subscription is down).
+	ErrNoReceiver = errors.New("cluster: the node does not listen")
+	// ErrNoReply: the message reached the node, which did not answer in
+	// time.
+	ErrNoReply = errors.New("cluster: no reply in time")
+)
+
+// BusConfig configures a Bus. Zero values take the defaults in the
+// comments.
+type BusConfig struct {
+	Client   redis.UniversalClient // required
+	Prefix   string                // starts every channel name; "" means DefaultPrefix
+	Node     string                // this node's id; required
+	Instance string                // this run of the node; required
+	// ReplyTimeout is how long Send and Fanout wait for answers; zero
+	// means DefaultReplyTimeout.
+	ReplyTimeout time.Duration
+	// Resubscribed, when set, is called (on its own goroutine) each time
+	// the subscription is made again after it was lost: Redis restarted or
+	// the connection broke, and messages of the meantime are gone.
+	Resubscribed func()
+	Logger       *slog.Logger // nil: slog.Default()
+}
+
+// DefaultReplyTimeout is how long a request waits for its answers.
+const DefaultReplyTimeout = 500 * time.Millisecond
+
+// Bus carries messages between nodes on Redis pub/sub: each node
+// subscribes to its own channel and to one channel for all nodes.
+// Pub/sub delivers at most once: a message published while a node's
+// subscription is down is lost to that node, never delivered twice.
+// Messages from one node to another arrive in the order they were
+// published, and the handler sees them in that order.
+type Bus struct {
+	rdb      redis.UniversalClient
+	prefix   string
+	node     string
+	instance string
+	timeout  time.Duration
+	log      *slog.Logger
+	handler  Handler
+	resub    func()
+
+	ps      *redis.PubSub
+	nextID  atomic.Uint64
+	mu      sync.Mutex
+	pending map[uint64]*call // guarded by mu
+
+	replies    chan outbound // answers waiting to be published
+	wg         sync.WaitGroup
+	closed     chan struct{}
+	subscribed chan struct{} // closed once the first subscription is confirmed
+
+	stats BusStats
+}
+
+// BusStats counts a bus's traffic.
+type BusStats struct {
+	Published, Received, Replies, Dropped, Timeouts atomic.Uint64
+}
+
+type outbound struct {
+	channel string
+	payload []byte
+}
+
+// call is a request waiting for answers.
+type call struct {
+	mu      sync.Mutex
+	replies []Reply
+	notify  chan struct{} // signalled (capacity 1) on each answer
+}
+
+// NewBus returns a bus; Start subscribes it.
+func NewBus(cfg BusConfig, h Handler) *Bus {
+	b := &Bus{
+		rdb:        cfg.Client,
+		prefix:     cfg.Prefix,
+		node:       cfg.Node,
+		instance:   cfg.Instance,
+		timeout:    cfg.ReplyTimeout,
+		log:        cfg.Logger,
+		handler:    h,
+		resub:      cfg.Resubscribed,
+		pending:    make(map[uint64]*call),
+		replies:    make(chan outbound, 4096),
+		closed:     make(chan struct{}),
+		subscribed: make(chan struct{}),
+	}
+	if b.prefix == "" {
+		b.prefix = DefaultPrefix
+	}
+	if b.timeout <= 0 {
+		b.timeout = DefaultReplyTimeout
+	}
+	if b.log == nil {
+		b.log = slog.Default()
+	}
+	return b
+}
+
+func (b *Bus) nodeChannel(node string) string { return b.prefix + "c:n:" + node }
+func (b *Bus) allChannel() string             { return b.prefix + "c:all" }
+
+// Stats returns the bus's counters.
+func (b *Bus) Stats() *BusStats { return &b.stats }
+
+// Start subscribes to this node's channel and the all-nodes channel and
+// starts handling messages. When Redis is down it returns the error but
+// keeps trying in the background: the subscription is made as soon as
+// Redis answers.
+func (b *Bus) Start(ctx context.Context) error {
+	b.ps = b.rdb.Subscribe(ctx)
+	err := b.ps.Subscribe(ctx, b.nodeChannel(b.node), b.allChannel())
+	ch := b.ps.ChannelWithSubscriptions(
+		redis.WithChannelSize(4096),
+		redis.WithChannelHealthCheckInterval(time.Second),
+		redis.WithChannelSendTimeout(10*time.Second),
+	)
+	b.wg.Add(2)
+	go b.receive(ch)
+	go b.sendReplies()
+	if err != nil {
+		return err
+	}
+	// Return once Redis has confirmed both subscriptions, so that a node
+	// never announces itself before it can hear.
+	select {
+	case <-b.subscribed:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("cluster: subscribing: %w", ctx.Err())
+	}
+}
+
+// Close unsubscribes and stops the bus's goroutines.
+func (b *Bus) Close() error {
+	select {
+	case <-b.closed:
+		return nil
+	default:
+	}
+	close(b.closed)
+	var err error
+	if b.ps != nil {
+		err = b.ps.Close()
+	}
+	b.wg.Wait()
+	return err
+}
+
+// receive handles every message of the subscription, in order.
+func (b *Bus) receive(ch <-chan any) {
+	defer b.wg.Done()
+	subscribed := 0
+	for m := range ch {
+		switch m := m.(type) {
+		case *redis.Subscription:
+			if m.Kind != "subscribe" {
+				continue
+			}
+			// Two confirmations come with the first subscription; more
+			// mean it was made again.
+			subscribed++
+			if subscribed == 2 {
+				close(b.subscribed)
+			}
+			if subscribed > 2 && m.Channel == b.allChannel() && b.resub != nil {
+				go b.resub()
+			}
+		case *redis.Message:
+			b.stats.Received.Add(1)
+			b.handle([]byte(m.Payload))
+		}
+	}
+}
+
+// handle carries out one message.
+func (b *Bus) handle(payload []byte) {
+	e, err := decode(payload)
+	if err != nil {
+		b.log.Warn("cluster: dropping a malformed message", "bytes", len(payload))
+		return
+	}
+	if e.kind == kindReply {
+		if e.to == b.instance {
+			b.answer(e.id, e.reply)
+		}
+		return
+	}
+	if e.instance == b.instance {
+		// Our own message on the all-nodes channel: we did our part
+		// before publishing it; it counts as our answer.
+		if e.id != 0 {
+			b.answer(e.id, Reply{Node: b.node})
+		}
+		return
+	}
+	var r Reply
+	switch e.kind {
+	case KindPush:
+		r.Missing = b.handler.Deliver(e.msg.Devices, e.msg.Frame)
+	case KindGroup:
+		r.Count = b.handler.DeliverGroup(e.msg.Group, e.msg.Frame)
+	case KindAll:
+		r.Count = b.handler.DeliverAll(e.msg.Frame)
+	case KindMembers:
+		b.handler.Members(e.msg.Group, e.msg.Devices, e.msg.Join)
+	case KindKick:
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*b.timeout)
+			defer cancel()
+			var r Reply
+			if b.handler.Kick(ctx, e.msg.Device, e.msg.Conn, e.msg.Status, e.msg.Reason, e.msg.Settle) {
+				r.Count = 1
+			}
+			b.reply(e, r)
+		}()
+		return
+	}
+	b.reply(e, r)
+}
+
+// reply queues the answer to request e, if it wants one.
+func (b *Bus) reply(e envelope, r Reply) {
+	if e.id == 0 {
+		return
+	}
+	out := envelope{kind: kindReply, id: e.id, node: b.node, instance: b.instance, to: e.instance, reply: r}
+	select {
+	case b.replies <- outbound{channel: b.nodeChannel(e.node), payload: out.encode()}:
+	default:
+		b.stats.Dropped.Add(1)
+	}
+}
+
+// sendReplies publishes queued answers, many per round trip.
+func (b *Bus) sendReplies() {
+	defer b.wg.Done()
+	batch := make([]outbound, 0, 128)
+	for {
+		select {
+		case <-b.closed:
+			return
+		case o := <-b.replies:
+			batch = append(batch[:0], o)
+		}
+	fill:
+		for len(batch) < cap(batch) {
+			select {
+			case o := <-b.replies:
+				batch = append(batch, o)
+			default:
+				break fill
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
+		_, err := b.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, o := range batch {
+				p.Publish(ctx, o.channel, o.payload)
+			}
+			return nil
+		})
+		cancel()
+		if err != nil {
+			b.stats.Dropped.Add(uint64(len(batch)))
+			b.log.Debug("cluster: publishing replies failed", "replies", len(batch), "err", err)
+		} else {
+			b.stats.Replies.Add(uint64(len(batch)))
+		}
+	}
+}
+
+// answer hands a reply to the request waiting for it.
+func (b *Bus) answer(id uint64, r Reply) {
+	b.mu.Lock()
+	c := b.pending[id]
+	b.mu.Unlock()
+	if c == nil {
+		return // too late: the request gave up
+	}
+	c.mu.Lock()
+	c.replies = append(c.replies, r)
+	c.mu.Unlock()
+	select {
+	case c.notify <- struct{}{}:
+	default:
+	}
+}
+
+// Send publishes m to node and waits for its answer. It returns
+// ErrNoReceiver when node does not listen (the message was not
+// delivered), and ErrNoReply when node received the message but did not
+// answer within the reply timeout (or ctx's deadline, if sooner).
+func (b *Bus) Send(ctx context.Context, node string, m Msg) (Reply, error) {
+	replies, receivers, err := b.request(ctx, b.nodeChannel(node), m, 1)
+	if err != nil {
+		return Reply{}, err
+	}
+	if receivers == 0 {
+		return Reply{}, ErrNoReceiver
+	}
+	if len(replies) == 0 {
+		return Reply{}, ErrNoReply
+	}
+	return replies[0], nil
+}
+
+// Fanout publishes m once to every node, this one included, and waits for
+// the answers of all that received it, at most the reply timeout. This
+// node's answer is empty: it does its own part before or after calling
+// Fanout. It returns the answers and how many nodes received m; fewer
+// answers than receivers means some did not answer in time.
+func (b *Bus) Fanout(ctx context.Context, m Msg) (replies []Reply, receivers int, err error) {
+	return b.request(ctx, b.allChannel(), m, -1)
+}
+
+// request publishes m on channel and collects answers until want of them
+// (-1: as many as receivers) have come or the timeout passes.
+func (b *Bus) request(ctx context.Context, channel string, m Msg, want int) ([]Reply, int, error) {
+	id := b.nextID.Add(1)
+	c := &call{notify: make(chan struct{}, 1)}
+	b.mu.Lock()
+	b.pending[id] = c
+	b.mu.Unlock()
+	defer func() {
+		b.mu.Lock()
+		delete(b.pending, id)
+		b.mu.Unlock()
+	}()
+	e := envelope{kind: m.Kind, id: id, node: b.node, instance: b.instance, msg: m}
+	n, err := b.rdb.Publish(ctx, channel, e.encode()).Result()
+	if err != nil {
+		return nil, 0, fmt.Errorf("cluster: publish %s: %w", m.Kind, err)
+	}
+	b.stats.Published.Add(1)
+	receivers := int(n)
+	if want < 0 {
+		want = receivers
+	}
+	timer := time.NewTimer(b.timeout)
+	defer timer.Stop()
+	for {
+		c.mu.Lock()
+		got := len(c.replies)
+		c.mu.Unlock()
+		if got >= want {
+			break
+		}
+		select {
+		case <-c.notify:
+			continue
+		case <-timer.C:
+		case <-ctx.Done():
+		}
+		b.stats.Timeouts.Add(1)
+		break
+	}
+	c.mu.Lock()
+	replies := c.replies
+	c.replies = nil
+	c.mu.Unlock()
+	return replies, receivers, nil
+}
+
+// Publish sends m to every other node and waits for no answer.
+func (b *Bus) Publish(ctx context.Context, m Msg) error {
+	e := envelope{kind: m.Kind, node: b.node, instance: b.instance, msg: m}
+	if err := b.rdb.Publish(ctx, b.allChannel(), e.encode()).Err(); err != nil {
+		return fmt.Errorf("cluster: publish %s: %w", m.Kind, err)
+	}
+	b.stats.Published.Add(1)
+	return nil
+}

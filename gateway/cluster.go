@@ -1,0 +1,509 @@
+package gateway
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/longlink/longlink/api"
+	"github.com/longlink/longlink/cluster"
+	"github.com/longlink/longlink/codec"
+	"github.com/longlink/longlink/config"
+	"github.com/longlink/longlink/conn"
+	"github.com/longlink/longlink/dispatch/downstream"
+	"github.com/longlink/longlink/recovery"
+	"github.com/longlink/longlink/route"
+	"github.com/redis/go-redis/v9"
+)
+
+// Timeouts of the cluster mode.
+const (
+	// takeoverTimeout bounds how long a login waits for the device's
+	// previous connection on another node to be kicked and its recovery
+	// state saved. Past it the login goes on; a resume may then report a
+	// gap (resumed=0) that a longer wait would have avoided.
+	takeoverTimeout = time.Second
+	// keepTimeout bounds a receiving node's recording of a push for a
+	// device that left it between the sender's lookup and the delivery.
+	keepTimeout = time.Second
+)
+
+// clusterNode is a node's part in a cluster of nodes sharing one Redis
+// (-redis): the Redis route, the node registry, the bus between nodes and
+// the shared recovery store. It implements conn.Cluster (logins and
+// releases) and cluster.Handler (what other nodes ask of this one).
+type clusterNode struct {
+	g        *Gateway
+	log      *slog.Logger
+	rdb      *redis.Client
+	instance string
+	route    *route.Redis
+	shared   *recovery.Redis
+	reg      *cluster.Registry
+	bus      *cluster.Bus
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	waiters map[connKey][]chan struct{} // Released signals, guarded by mu
+
+	rebinding atomic.Bool
+	unrouted  atomic.Uint64 // devices reported unrouted by the API
+	noReply   atomic.Uint64 // deliveries presumed done: the node got the push but did not answer in time
+}
+
+// connKey names one connection of a device on this node.
+type connKey struct {
+	device string
+	conn   uint64
+}
+
+var (
+	_ conn.Cluster    = (*clusterNode)(nil)
+	_ cluster.Handler = (*clusterNode)(nil)
+)
+
+// redisLogger sends go-redis's own messages (a failed dial, say) to the
+// node's log at debug level: the cluster code logs what they mean.
+type redisLogger struct{ log *slog.Logger }
+
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.log.Log(ctx, slog.LevelDebug, "redis: "+fmt.Sprintf(format, v...))
+}
+
+// newClusterNode connects nothing yet: go-redis dials on first use, and
+// start subscribes and registers.
+func newClusterNode(g *Gateway, cfg config.Config, log *slog.Logger) *clusterNode {
+	redis.SetLogger(redisLogger{log})
+	cl := &clusterNode{
+		g:        g,
+		log:      log,
+		instance: route.NewInstance(),
+		waiters:  make(map[connKey][]chan struct{}),
+	}
+	cl.rdb = redis.NewClient(&redis.Options{
+		Addr:     cfg.Redis,
+		Password: cfg.RedisPass,
+		// Fail fast while Redis is down: every caller has a fallback
+		// (local delivery, unrouted), and the loops retry.
+		DialTimeout:           time.Second,
+		ReadTimeout:           2 * time.Second,
+		WriteTimeout:          2 * time.Second,
+		PoolTimeout:           2 * time.Second,
+		ContextTimeoutEnabled: true,
+		MaxRetries:            -1, // a script must not run twice
+		DialerRetries:         1,
+	})
+	cl.reg = cluster.NewRegistry(cluster.RegistryConfig{
+		Client: cl.rdb,
+		Prefix: cfg.RedisPrefix,
+		TTL:    cfg.NodeTTL,
+		Lost:   cl.restore,
+		Logger: log,
+	}, cl.info)
+	cl.route = route.NewRedis(route.RedisConfig{
+		Client:   cl.rdb,
+		Prefix:   cfg.RedisPrefix,
+		Instance: cl.instance,
+		Live:     cl.reg.Live,
+	})
+	cl.shared = recovery.NewRedis(recovery.RedisConfig{
+		Client: cl.rdb,
+		Prefix: cfg.RedisPrefix,
+		Size:   cfg.RecoverSize,
+		TTL:    cfg.RecoverTTL,
+	})
+	cl.bus = cluster.NewBus(cluster.BusConfig{
+		Client:   cl.rdb,
+		Prefix:   cfg.RedisPrefix,
+		Node:     cfg.Node,
+		Instance: cl.instance,
+		Logger:   log,
+		Resubscribed: func() {
+			// Redis came back (perhaps empty): renew now rather than at
+			// the next tick, so that a lost registration is noticed and
+			// restored at once.
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			_ = cl.reg.Register(ctx)
+		},
+	}, cl)
+	return cl
+}
+
+// info describes this node for the registry.
+func (cl *clusterNode) info() cluster.NodeInfo {
+	g := cl.g
+	var eps []cluster.Endpoint
+	for _, ep := range g.localEndpoints() {
+		eps = append(eps, cluster.Endpoint{Proto: ep.Proto, Addr: ep.Addr})
+	}
+	return cluster.NodeInfo{
+		Node:      g.cfg.Node,
+		Instance:  cl.instance,
+		Endpoints: eps,
+		Conns:     g.hub.Counters().Connections,
+		MaxConns:  g.cfg.MaxConns,
+		Started:   g.started.UnixMilli(),
+	}
+}
+
+// start subscribes, registers and starts the loops. Redis being down is
+// no reason not to start: the node serves its own clients and the loops
+// keep trying.
+func (cl *clusterNode) start() {
+	first, cancelFirst := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancelFirst()
+	if err := cl.bus.Start(first); err != nil {
+		cl.log.Warn("cluster: cannot subscribe yet; retrying in the background", "redis", cl.g.cfg.Redis, "err", err)
+	}
+	if err := cl.reg.Register(first); err != nil {
+		cl.log.Warn("cluster: cannot register yet; retrying in the background", "redis", cl.g.cfg.Redis, "err", err)
+	}
+}
+
+// announce registers the node again once its listeners are bound, with
+// their addresses, and starts the loops (which read the listeners).
+func (cl *clusterNode) announce() {
+	ctx, cancel := context.WithCancel(context.Background())
+	cl.cancel = cancel
+	cl.wg.Go(func() { cl.reg.Run(ctx) }) // registers at once
+	cl.wg.Go(func() { cl.refreshLoop(ctx) })
+	cl.log.Info("cluster: joined", "redis", cl.g.cfg.Redis, "node", cl.g.cfg.Node, "instance", cl.instance, "node_ttl", cl.reg.TTL())
+}
+
+// draining tells the other nodes to stop handing out this node's
+// endpoints; they keep routing to it until stop.
+func (cl *clusterNode) draining(ctx context.Context) {
+	if err := cl.reg.SetDraining(ctx); err != nil {
+		cl.log.Warn("cluster: cannot mark the node draining", "err", err)
+	}
+}
+
+// stop deregisters the node and closes its Redis connections, once its
+// connections are gone (their recovery state saved).
+func (cl *clusterNode) stop(ctx context.Context) {
+	if cl.cancel != nil {
+		cl.cancel()
+	}
+	cl.wg.Wait()
+	if err := cl.reg.Deregister(ctx); err != nil {
+		cl.log.Warn("cluster: cannot deregister", "err", err)
+	}
+	_ = cl.bus.Close()
+	cl.g.rec.Close()
+	_ = cl.rdb.Close()
+}
+
+// refreshLoop renews the bindings of this node's devices a few times per
+// binding lifetime, in batches: the bindings expire only when the node is
+// gone, at no cost per heartbeat.
+func (cl *clusterNode) refreshLoop(ctx context.Context) {
+	t := time.NewTicker(route.DefaultDeviceTTL / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			cl.rebind(ctx)
+		}
+	}
+}
+
+// restore is the registry's Lost: Redis lost this node's registration,
+// perhaps all its data. The bindings of the devices connected here are
+// written again (without overwriting newer ones). Group memberships and
+// the recovery state of devices connected nowhere are not: they are lost
+// with Redis's data unless Redis persists it.
+func (cl *clusterNode) restore() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cl.rebind(ctx)
+}
+
+// rebind refreshes the bindings of every device connected here.
+func (cl *clusterNode) rebind(ctx context.Context) {
+	if !cl.rebinding.CompareAndSwap(false, true) {
+		return
+	}
+	defer cl.rebinding.Store(false)
+	cs := cl.g.hub.All(nil)
+	binds := make([]route.Binding, 0, len(cs))
+	for _, c := range cs {
+		if c, ok := c.(*conn.Conn); ok {
+			binds = append(binds, route.Binding{Device: c.Device(), Loc: route.Location{Node: cl.g.cfg.Node, Conn: c.ID()}})
+		}
+	}
+	n, err := cl.route.Refresh(ctx, binds)
+	if err != nil {
+		cl.log.Warn("cluster: refreshing the bindings failed", "devices", len(binds), "written", n, "err", err)
+		return
+	}
+	cl.log.Debug("cluster: bindings refreshed", "devices", len(binds), "written", n)
+}
+
+// Takeover implements conn.Cluster: the device's connection on prev's
+// node is kicked there, and this returns once that node has saved the
+// device's recovery state (so that Attach takes it over), or after
+// takeoverTimeout.
+func (cl *clusterNode) Takeover(ctx context.Context, device string, prev route.Location) {
+	ctx, cancel := context.WithTimeout(ctx, takeoverTimeout)
+	defer cancel()
+	_, err := cl.bus.Send(ctx, prev.Node, cluster.Msg{
+		Kind: cluster.KindKick, Device: device, Conn: prev.Conn,
+		Status: uint16(codec.StatusDuplicateLogin), Reason: "logged in on another node", Settle: true,
+	})
+	if err != nil {
+		cl.log.Info("cluster: the previous node did not confirm the takeover; resume may report a gap", "device", device, "node", prev.Node, "err", err)
+	}
+}
+
+// Released implements conn.Cluster: it wakes a Kick waiting for this
+// connection to be gone.
+func (cl *clusterNode) Released(device string, id uint64) {
+	k := connKey{device, id}
+	cl.mu.Lock()
+	ws := cl.waiters[k]
+	delete(cl.waiters, k)
+	cl.mu.Unlock()
+	for _, w := range ws {
+		close(w)
+	}
+}
+
+// Kick implements cluster.Handler.
+func (cl *clusterNode) Kick(ctx context.Context, device string, id uint64, status uint16, reason string, settle bool) bool {
+	var gone chan struct{}
+	if settle && id != 0 {
+		// Waiting first, so that a release between the kick and the wait
+		// is not missed.
+		k := connKey{device, id}
+		gone = make(chan struct{})
+		cl.mu.Lock()
+		cl.waiters[k] = append(cl.waiters[k], gone)
+		cl.mu.Unlock()
+		defer func() {
+			cl.mu.Lock()
+			ws := cl.waiters[k]
+			if i := slices.Index(ws, gone); i >= 0 {
+				ws = slices.Delete(ws, i, i+1)
+			}
+			if len(ws) == 0 {
+				delete(cl.waiters, k)
+			} else {
+				cl.waiters[k] = ws
+			}
+			cl.mu.Unlock()
+		}()
+	}
+	kicked := cl.g.hub.KickConn(device, id, codec.Status(status), reason)
+	if !settle {
+		return kicked
+	}
+	if kicked {
+		select {
+		case <-gone:
+		case <-ctx.Done():
+		}
+	}
+	// The connection may have been on its way out before the kick: wait
+	// for its recovery state to be saved all the same.
+	_ = cl.g.rec.Settle(ctx, device)
+	return kicked
+}
+
+// Deliver implements cluster.Handler. A device that is not connected here
+// (it left since the sender looked it up) has the push recorded for
+// resume here, before the answer, so the sender can report it offline.
+func (cl *clusterNode) Deliver(devices []string, frame []byte) (missing []string) {
+	g := cl.g
+	p := &downstream.Push{Frame: frame}
+	for _, d := range devices {
+		if c := g.hub.Lookup(d); c != nil {
+			g.down.Push(c, p)
+			continue
+		}
+		missing = append(missing, d)
+	}
+	if len(missing) > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), keepTimeout)
+		defer cancel()
+		if err := g.rec.Keep(ctx, missing, frame, time.Now()); err != nil {
+			cl.log.Warn("cluster: keeping pushes for resume failed", "devices", len(missing), "err", err)
+		}
+	}
+	return missing
+}
+
+// DeliverGroup implements cluster.Handler.
+func (cl *clusterNode) DeliverGroup(group string, frame []byte) int {
+	return cl.g.deliverMany(cl.g.hub.Members(group, nil), &downstream.Push{Frame: frame})
+}
+
+// DeliverAll implements cluster.Handler.
+func (cl *clusterNode) DeliverAll(frame []byte) int {
+	return cl.g.deliverMany(cl.g.hub.All(nil), &downstream.Push{Frame: frame})
+}
+
+// Members implements cluster.Handler.
+func (cl *clusterNode) Members(group string, devices []string, join bool) {
+	for _, d := range devices {
+		if join {
+			cl.g.hub.Join(group, d)
+		} else {
+			cl.g.hub.Leave(group, d)
+		}
+	}
+}
+
+// push delivers frame to devices not connected here, through the nodes
+// they are connected to, and fills res: Delivered, Offline (their push is
+// kept for resume where they have recovery state) and Unrouted.
+func (cl *clusterNode) push(ctx context.Context, devices []string, frame []byte, res *api.PushResult) {
+	locs, online, err := cl.route.LookupMany(ctx, devices)
+	if err != nil {
+		cl.log.Warn("cluster: the route is unreachable; devices not connected here are unrouted", "devices", len(devices), "err", err)
+		res.Unrouted = append(res.Unrouted, devices...)
+		cl.unrouted.Add(uint64(len(devices)))
+		return
+	}
+	var offline []string
+	byNode := make(map[string][]string)
+	for i, d := range devices {
+		switch {
+		case !online[i]:
+			offline = append(offline, d)
+		case locs[i].Node == cl.g.cfg.Node:
+			// Bound here but not connected: the connection just closed,
+			// or its Unbind failed. The binding goes; the device is
+			// offline.
+			_ = cl.route.Unbind(ctx, d, locs[i])
+			offline = append(offline, d)
+		default:
+			byNode[locs[i].Node] = append(byNode[locs[i].Node], d)
+		}
+	}
+	type answer struct {
+		node    string
+		devices []string
+		reply   cluster.Reply
+		err     error
+	}
+	answers := make(chan answer, len(byNode))
+	for node, ds := range byNode {
+		go func() {
+			r, err := cl.bus.Send(ctx, node, cluster.Msg{Kind: cluster.KindPush, Devices: ds, Frame: frame})
+			answers <- answer{node, ds, r, err}
+		}()
+	}
+	for range byNode {
+		a := <-answers
+		switch {
+		case a.err == nil:
+			res.Delivered += len(a.devices) - len(a.reply.Missing)
+			res.Offline = append(res.Offline, a.reply.Missing...) // kept by that node
+		case errors.Is(a.err, cluster.ErrNoReply):
+			// The node received the push and did not answer in time: it
+			// is counted as delivered, not sent again.
+			res.Delivered += len(a.devices)
+			cl.noReply.Add(uint64(len(a.devices)))
+			cl.log.Warn("cluster: a node received a push but did not answer in time; counted as delivered", "node", a.node, "devices", len(a.devices))
+		default:
+			cl.log.Warn("cluster: cannot reach a node; its devices are unrouted", "node", a.node, "devices", len(a.devices), "err", a.err)
+			res.Unrouted = append(res.Unrouted, a.devices...)
+			cl.unrouted.Add(uint64(len(a.devices)))
+		}
+	}
+	if len(offline) > 0 {
+		if err := cl.g.rec.Keep(ctx, offline, frame, time.Now()); err != nil {
+			cl.log.Warn("cluster: keeping pushes for resume failed", "devices", len(offline), "err", err)
+		}
+		res.Offline = append(res.Offline, offline...)
+	}
+}
+
+// fanout sends a group push or a broadcast to every other node and
+// returns the sum of their deliveries. A node that received it but did
+// not answer within the reply timeout is missing from the sum (it still
+// delivers); the error is for a message no node could be sent.
+func (cl *clusterNode) fanout(ctx context.Context, m cluster.Msg) (int, error) {
+	replies, receivers, err := cl.bus.Fanout(ctx, m)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, r := range replies {
+		n += r.Count
+	}
+	if len(replies) < receivers {
+		cl.log.Warn("cluster: some nodes did not answer in time; their deliveries are not counted", "kind", m.Kind, "receivers", receivers, "answers", len(replies))
+	}
+	return n, nil
+}
+
+// kick closes device's connection on whichever node holds it.
+func (cl *clusterNode) kick(ctx context.Context, device, reason string) (bool, error) {
+	loc, online, err := cl.route.Lookup(ctx, device)
+	if err != nil || !online || loc.Node == cl.g.cfg.Node {
+		return false, err
+	}
+	r, err := cl.bus.Send(ctx, loc.Node, cluster.Msg{
+		Kind: cluster.KindKick, Device: device, Conn: loc.Conn,
+		Status: uint16(codec.StatusUnauthorized), Reason: reason,
+	})
+	if err != nil {
+		return false, fmt.Errorf("%w: kicking on node %s: %w", route.ErrUnavailable, loc.Node, err)
+	}
+	return r.Count == 1, nil
+}
+
+// members tells the other nodes of a membership change, for the index of
+// whichever holds the devices.
+func (cl *clusterNode) members(ctx context.Context, group string, devices []string, join bool) error {
+	err := cl.bus.Publish(ctx, cluster.Msg{Kind: cluster.KindMembers, Group: group, Devices: devices, Join: join})
+	if err != nil {
+		return fmt.Errorf("%w: the membership is stored, but other nodes could not be told: %w", route.ErrUnavailable, err)
+	}
+	return nil
+}
+
+// endpoints lists the live nodes' access points, least loaded first, this
+// node's with its current load.
+func (cl *clusterNode) endpoints() []api.Endpoint {
+	nodes := cl.reg.Nodes()
+	self := cl.info()
+	found := false
+	for i := range nodes {
+		if nodes[i].Node == self.Node {
+			nodes[i] = self
+			found = true
+		}
+	}
+	if !found && cl.g.ready.Load() {
+		nodes = append(nodes, self)
+	}
+	slices.SortStableFunc(nodes, func(a, b cluster.NodeInfo) int {
+		if c := cmp.Compare(a.Load(), b.Load()); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(a.Conns, b.Conns); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Node, b.Node)
+	})
+	var eps []api.Endpoint
+	for _, n := range nodes {
+		for _, ep := range n.Endpoints {
+			eps = append(eps, api.Endpoint{Proto: ep.Proto, Addr: ep.Addr, Node: n.Node, Load: n.Conns})
+		}
+	}
+	return eps
+}
