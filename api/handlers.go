@@ -13,6 +13,13 @@ type deliveredBody struct {
 	Delivered int `json:"delivered"`
 }
 
+// groupPushBody answers a group push: a group push reaches the members
+// connected at the time, so the answer says how many of how many.
+type groupPushBody struct {
+	Delivered int `json:"delivered"`
+	Members   int `json:"members"`
+}
+
 type groupBody struct {
 	Group   string `json:"group"`
 	Members int    `json:"members"`
@@ -88,7 +95,11 @@ func (s *server) pushGroup(w http.ResponseWriter, r *http.Request) (any, error) 
 	if err != nil {
 		return nil, fmt.Errorf("push to group %q: %w", group, err)
 	}
-	return deliveredBody{Delivered: n}, nil
+	members, err := s.gw.GroupSize(r.Context(), group)
+	if err != nil {
+		return nil, fmt.Errorf("push to group %q delivered %d, then counting its members: %w", group, n, err)
+	}
+	return groupPushBody{Delivered: n, Members: members}, nil
 }
 
 // broadcast is POST /v1/broadcast.

@@ -367,6 +367,8 @@ func (c *Config) Validate() error {
 	switch {
 	case c.IdleTimeout < 0:
 		bad("-idle-timeout %v: want 0 (%d x -hb) or a positive duration", c.IdleTimeout, IdleHeartbeats)
+	case c.Heartbeat > 0 && c.Heartbeat < time.Second:
+		bad("-hb %v: at least 1s (LOGIN_ACK tells clients the interval in whole seconds)", c.Heartbeat)
 	case c.IdleTimeout > 0 && c.IdleTimeout <= c.Heartbeat:
 		bad("-idle-timeout %v: must be longer than -hb %v, or every client is dropped between heartbeats", c.IdleTimeout, c.Heartbeat)
 	}

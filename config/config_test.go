@@ -484,6 +484,7 @@ func TestBadDurations(t *testing.T) {
 		{[]string{"-hb", "sixty"}, "invalid value"},
 		{[]string{"-hb", "60"}, "invalid value \"60\" for flag -hb"},
 		{[]string{"-hb", "0s"}, "-hb 0s"},
+		{[]string{"-hb", "500ms"}, "-hb 500ms: at least 1s"},
 		{[]string{"-login-timeout", "-1s"}, "-login-timeout -1s"},
 		{[]string{"-recover-ttl", "0"}, "-recover-ttl 0s"},
 		{[]string{"-drain-timeout", "1y"}, "invalid value"},

@@ -204,11 +204,12 @@ func (c *Conn) StampPush(frame []byte, p *downstream.Push) {
 	codec.SetSeq(frame, e.Record(p.Frame, c.hub.opts.RecoverSize))
 }
 
-// Undelivered implements downstream.Conn: a push that found c gone is
-// kept for the device's resume.
+// Undelivered implements downstream.Conn: a push that found c gone was
+// already counted as delivered, so it is kept for the device's resume
+// whatever recovery state the device had.
 func (c *Conn) Undelivered(p *downstream.Push) {
 	if c.device != "" {
-		c.hub.rec.Offline(c.device, p.Frame, time.Now())
+		c.hub.rec.Lost(c.device, p.Frame, time.Now())
 	}
 }
 

@@ -73,6 +73,7 @@ type Counters struct {
 	Accepted, Refused, Logins, LoginFailures     uint64
 	FramesIn, BytesIn, Acks, Recovered, Requests uint64
 	TLSHandshakeFailures                         uint64
+	RateLimited                                  uint64 // REQUESTs answered OVERLOADED by -rate
 	Kicks                                        [codec.NumStatus]uint64
 }
 
@@ -84,6 +85,7 @@ func (h *Hub) Counters() (s Counters) {
 	s.FramesIn, s.BytesIn = h.framesIn.Load(), h.bytesIn.Load()
 	s.Acks, s.Recovered, s.Requests = h.acks.Load(), h.recovered.Load(), h.requests.Load()
 	s.TLSHandshakeFailures = h.tlsFailures.Load()
+	s.RateLimited = h.rateLimited.Load()
 	for i := range s.Kicks {
 		s.Kicks[i] = h.kicks[i].Load()
 	}

@@ -91,10 +91,10 @@ type Hub struct {
 	draining   atomic.Bool
 	redirect   atomic.Pointer[string] // sent with KICK(SHUTTING_DOWN)
 
-	conns, loggedIn                                    atomic.Int64
-	accepted, refused, logins, loginFails, tlsFailures atomic.Uint64
-	framesIn, bytesIn, acks, recovered, requests       atomic.Uint64
-	kicks                                              [codec.NumStatus]atomic.Uint64
+	conns, loggedIn                                           atomic.Int64
+	accepted, refused, logins, loginFails, tlsFailures        atomic.Uint64
+	framesIn, bytesIn, acks, recovered, requests, rateLimited atomic.Uint64
+	kicks                                                     [codec.NumStatus]atomic.Uint64
 }
 
 type ctxKey struct{}
@@ -176,8 +176,8 @@ func (h *Hub) prepare(nc netpoll.Connection, kind Transport) context.Context {
 			// either fits whole or the client never reads anyway.
 			var buf [128]byte
 			_, _ = syscall.Write(fd, h.kickFrame(buf[:0], status, reason))
+			h.countKick(status)
 		}
-		h.countKick(status)
 		nc.Close()
 		return ctx
 	}

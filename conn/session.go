@@ -217,6 +217,7 @@ func (c *Conn) request(f *codec.Frame) {
 	h := c.hub
 	h.requests.Add(1)
 	if !c.allow() {
+		h.rateLimited.Add(1)
 		h.respond(c, f.Biz, f.Seq, codec.StatusOverloaded, nil, nil)
 		return
 	}

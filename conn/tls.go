@@ -196,6 +196,7 @@ func (t *tlsConn) flush() error {
 		}
 		t.out = t.out[:copy(t.out, t.out[n:])]
 	}
+	t.out = nil // all written: an idle session keeps no buffer
 	return nil
 }
 
@@ -236,6 +237,9 @@ func (t *tlsConn) Read(p []byte) (int, error) {
 	}
 	n := copy(p, t.in)
 	t.in = t.in[:copy(t.in, t.in[n:])]
+	if len(t.in) == 0 {
+		t.in = nil // an idle session keeps no buffer (the handshake's was large)
+	}
 	return n, nil
 }
 

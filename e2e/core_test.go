@@ -147,9 +147,9 @@ func TestGroups(t *testing.T) {
 	if s.api("GET", "/v1/groups/room-1", nil, &members); members.Members != 3 || members.Group != "room-1" {
 		t.Fatalf("GET group = %+v", members)
 	}
-	var res struct{ Delivered int }
-	if s.api("POST", "/v1/groups/room-1/push", map[string]any{"biz": 1, "data": "to-room"}, &res); res.Delivered != 2 {
-		t.Fatalf("group push delivered %d, want 2", res.Delivered)
+	var res struct{ Delivered, Members int }
+	if s.api("POST", "/v1/groups/room-1/push", map[string]any{"biz": 1, "data": "to-room"}, &res); res.Delivered != 2 || res.Members != 3 {
+		t.Fatalf("group push delivered %d of %d members, want 2 of 3 (one is offline)", res.Delivered, res.Members)
 	}
 	for _, c := range []*client{byAPI, byToken} {
 		f := c.read(5 * time.Second)
@@ -384,10 +384,10 @@ func TestLoginTimeout(t *testing.T) {
 }
 
 func TestIdleTimeout(t *testing.T) {
-	s := startServer(t, "-hb", "200ms", "-idle-timeout", "600ms")
+	s := startServer(t, "-hb", "1s", "-idle-timeout", "1500ms")
 	idle, _ := loggedIn(t, s, "dev-idle")
 	busy, _ := loggedIn(t, s, "dev-busy")
-	stop := time.Now().Add(1500 * time.Millisecond)
+	stop := time.Now().Add(2500 * time.Millisecond)
 	for time.Now().Before(stop) {
 		busy.send(codec.Header{Op: codec.OpPing, Seq: 1}, nil, nil)
 		if f := busy.read(5 * time.Second); f.Op != codec.OpPong {
@@ -490,6 +490,9 @@ func TestRateLimit(t *testing.T) {
 	}
 	if ok < 5 || ok > 7 || over != 20-ok {
 		t.Fatalf("ok %d overloaded %d; want about 5 allowed by the burst", ok, over)
+	}
+	if got := s.stats()["rate_limited"].(float64); int(got) != over {
+		t.Fatalf("stats rate_limited = %v, want %d", got, over)
 	}
 }
 

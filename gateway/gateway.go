@@ -189,6 +189,9 @@ func (g *Gateway) Start() error {
 		handler := api.New(g, api.Options{
 			APIKey:  g.cfg.APIKey,
 			Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
+			// A push body carries up to -max-frame bytes, 4/3 larger in
+			// base64, plus its JSON around it.
+			MaxBody: max(api.DefaultMaxBody, int64(g.cfg.MaxFrame)*4/3+64<<10),
 		})
 		g.apiSrv = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 		go func() {
@@ -316,6 +319,7 @@ func (g *Gateway) Stats() metrics.Snapshot {
 		CPUSeconds:  cpu,
 		Accepted:    h.Accepted,
 		Refused:     h.Refused,
+		RateLimited: h.RateLimited,
 		Logins:      h.Logins,
 		LoginFail:   h.LoginFailures,
 		FramesIn:    h.FramesIn,
@@ -332,7 +336,7 @@ func (g *Gateway) Stats() metrics.Snapshot {
 		},
 		Businesses: g.up.Stats(),
 		Queues: []metrics.QueueStats{
-			{Name: "downstream_tasks", Len: d.Queued},
+			{Name: "downstream_tasks", Len: d.Queued, Cap: int64(g.down.QueueCap())},
 			{Name: "downstream_blocked_conns", Len: d.Pending, Dropped: d.SlowConsumers},
 		},
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -45,7 +46,9 @@ type client struct {
 
 	rbuf   []byte // reader-owned
 	rs, re int    // unconsumed bytes are rbuf[rs:re]
+	need   int    // bytes from rs that the next frame needs, set by next
 	full   bool   // the last read filled rbuf: traffic is heavy, grow it
+	frag   []byte // WebSocket: a fragmented message being put together (nil almost always)
 
 	done chan struct{} // closed when the reader returns
 }
@@ -73,12 +76,44 @@ func (c *client) send(b []byte) error {
 // reading cannot hold a request lane or the heartbeat loop for long.
 const writeTimeout = 5 * time.Second
 
-// write writes b; wmu must be held.
+// write writes b, one or more whole frames; wmu must be held. Over
+// WebSocket each frame goes out as its own masked binary message, built in
+// a pooled buffer, all in one write.
 func (c *client) write(b []byte) error {
+	if !c.r.ws {
+		return c.writeRaw(b)
+	}
+	bp := wsBufs.Get().(*[]byte)
+	out := wsAppendMessages((*bp)[:0], b)
+	err := c.writeRaw(out)
+	*bp = out[:0]
+	wsBufs.Put(bp)
+	return err
+}
+
+// wsBufs holds the buffers WebSocket writes are masked into: masking needs
+// a copy, and a pool keeps that from costing a buffer per connection.
+var wsBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+// sendControl sends a WebSocket control frame (pong, close). A failure is
+// not counted: the answer to a close races the server's own close, and a
+// broken connection shows on the next read anyway.
+func (c *client) sendControl(op byte, payload []byte) {
+	var b [wsMaxHeader + 125]byte
+	c.wmu.Lock()
+	_ = c.writeRawQuiet(wsAppendFrame(b[:0], op, payload, wsMaskKey()), true)
+	c.wmu.Unlock()
+}
+
+// writeRaw writes b as it is; wmu must be held.
+func (c *client) writeRaw(b []byte) error { return c.writeRawQuiet(b, false) }
+
+// writeRawQuiet is writeRaw; quiet does not count a failure as an error.
+func (c *client) writeRawQuiet(b []byte, quiet bool) error {
 	_ = c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
 	_, err := c.nc.Write(b)
 	if err != nil {
-		if !c.closing.Load() {
+		if !c.closing.Load() && !quiet {
 			c.r.c.writeErrors.Add(1)
 			c.r.noteError(fmt.Sprintf("write %s: %v", c.s.device, err))
 		}
@@ -121,33 +156,130 @@ func (c *client) close() {
 // aliases rbuf and is valid until the next call.
 func (c *client) readFrame() (codec.Frame, error) {
 	for {
-		f, n, err := codec.Decode(c.rbuf[c.rs:c.re], c.r.cfg.MaxFrame)
+		f, ok, err := c.next()
 		if err != nil {
 			return codec.Frame{}, err
 		}
-		if n > 0 {
-			c.rs += n
+		if ok {
 			return f, nil
 		}
-		if err := c.fill(); err != nil {
+		if err := c.fill(c.need); err != nil {
 			return codec.Frame{}, err
 		}
 	}
 }
 
-// fill makes room (compacting, or growing to fit the pending frame) and
-// reads once.
-func (c *client) fill() error {
-	if c.rs == c.re {
-		c.rs, c.re = 0, 0
+// next takes the next whole frame out of rbuf without reading; ok is
+// false when more bytes are needed (c.need from rs). The frame aliases
+// rbuf (or, for a fragmented WebSocket message, c.frag) and is valid until
+// the next call.
+func (c *client) next() (f codec.Frame, ok bool, err error) {
+	if c.r.ws {
+		return c.nextWS()
 	}
-	need := codec.HeaderSize
+	f, n, err := codec.Decode(c.rbuf[c.rs:c.re], c.r.cfg.MaxFrame)
+	if err != nil {
+		return f, false, err
+	}
+	if n > 0 {
+		c.rs += n
+		return f, true, nil
+	}
+	c.need = codec.HeaderSize
 	if c.re-c.rs >= codec.HeaderSize {
 		h, err := codec.ParseHeader(c.rbuf[c.rs:c.re], c.r.cfg.MaxFrame)
 		if err != nil {
-			return err
+			return f, false, err
 		}
-		need = h.Size()
+		c.need = h.Size()
+	}
+	return f, false, nil
+}
+
+// nextWS is next over WebSocket: server frames are parsed in place, and
+// each binary message must hold exactly one protocol frame. Pings are
+// answered; a close frame is answered and ends the connection
+// (errWSClosed).
+func (c *client) nextWS() (codec.Frame, bool, error) {
+	max := c.r.cfg.MaxFrame
+	for {
+		b := c.rbuf[c.rs:c.re]
+		h, n, err := wsParseHeader(b, max)
+		if err != nil {
+			return codec.Frame{}, false, err
+		}
+		if n == 0 {
+			c.need = wsMaxHeader
+			return codec.Frame{}, false, nil
+		}
+		if len(b) < n+h.len {
+			c.need = n + h.len
+			return codec.Frame{}, false, nil
+		}
+		payload := b[n : n+h.len : n+h.len]
+		c.rs += n + h.len
+		switch h.op {
+		case wsOpBinary:
+			if c.frag != nil {
+				return codec.Frame{}, false, errors.New("websocket: a new message began inside a fragmented one")
+			}
+			if !h.fin {
+				c.frag = append(make([]byte, 0, 2*len(payload)), payload...)
+				continue
+			}
+			return wsFrame(payload, max)
+		case wsOpContinuation:
+			if c.frag == nil {
+				return codec.Frame{}, false, errors.New("websocket: continuation without a message")
+			}
+			if len(c.frag)+len(payload) > max {
+				return codec.Frame{}, false, fmt.Errorf("websocket: message above -max-frame %d", max)
+			}
+			c.frag = append(c.frag, payload...)
+			if !h.fin {
+				continue
+			}
+			msg := c.frag
+			c.frag = nil
+			return wsFrame(msg, max)
+		case wsOpText:
+			return codec.Frame{}, false, errors.New("websocket: text message from the server")
+		case wsOpPing:
+			c.sendControl(wsOpPong, payload)
+		case wsOpPong:
+		case wsOpClose:
+			code := uint16(wsCloseNormal)
+			if len(payload) >= 2 {
+				code = binary.BigEndian.Uint16(payload)
+			}
+			var cb [2]byte
+			binary.BigEndian.PutUint16(cb[:], code)
+			c.sendControl(wsOpClose, cb[:])
+			if len(payload) > 2 {
+				return codec.Frame{}, false, fmt.Errorf("%w (%d %q)", errWSClosed, code, payload[2:])
+			}
+			return codec.Frame{}, false, fmt.Errorf("%w (%d)", errWSClosed, code)
+		}
+	}
+}
+
+// wsFrame decodes one whole message: exactly one protocol frame.
+func wsFrame(msg []byte, max int) (codec.Frame, bool, error) {
+	f, n, err := codec.Decode(msg, max)
+	if err != nil {
+		return f, false, err
+	}
+	if n == 0 || n != len(msg) {
+		return f, false, fmt.Errorf("websocket: a message of %d bytes does not hold exactly one frame", len(msg))
+	}
+	return f, true, nil
+}
+
+// fill makes room for need bytes from rs (compacting, or growing) and
+// reads once.
+func (c *client) fill(need int) error {
+	if c.rs == c.re {
+		c.rs, c.re = 0, 0
 	}
 	if c.rs > 0 && c.rs+need > len(c.rbuf) {
 		c.re = copy(c.rbuf, c.rbuf[c.rs:c.re])
@@ -173,6 +305,33 @@ func (c *client) fill() error {
 		return nil
 	}
 	return err
+}
+
+// upgrade makes the WebSocket opening handshake (before LOGIN). What the
+// server sends right behind its answer stays in rbuf.
+func (c *client) upgrade(host string) error { return c.upgradeWithKey(host, wsNewKey()) }
+
+func (c *client) upgradeWithKey(host, key string) error {
+	c.wmu.Lock()
+	err := c.writeRaw(wsAppendUpgrade(make([]byte, 0, 256), host, "/", key))
+	c.wmu.Unlock()
+	if err != nil {
+		return err
+	}
+	_ = c.nc.SetReadDeadline(time.Now().Add(c.r.cfg.DialTimeout))
+	for {
+		n, err := wsCheckUpgrade(c.rbuf[c.rs:c.re], key)
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			c.rs += n
+			return nil
+		}
+		if err := c.fill(min(c.re-c.rs+512, wsMaxUpgradeAnswer)); err != nil {
+			return err
+		}
+	}
 }
 
 // login sends LOGIN and waits for LOGIN_ACK (before the reader starts).
@@ -225,16 +384,19 @@ func (c *client) readLoop() {
 	for {
 		var ackSeq uint32
 		for {
-			f, n, err := codec.Decode(c.rbuf[c.rs:c.re], r.cfg.MaxFrame)
+			f, ok, err := c.next()
+			if errors.Is(err, errWSClosed) {
+				c.ended(err)
+				return
+			}
 			if err != nil {
 				r.c.protoErrors.Add(1)
 				r.noteError(fmt.Sprintf("decode from server on %s: %v", c.s.device, err))
 				return
 			}
-			if n == 0 {
+			if !ok {
 				break
 			}
-			c.rs += n
 			c.handle(&f, &ackSeq)
 		}
 		if ackSeq != 0 {
@@ -244,13 +406,19 @@ func (c *client) readLoop() {
 				r.c.acks.Add(1)
 			}
 		}
-		if err := c.fill(); err != nil {
-			if !c.closing.Load() && !c.kicked.Load() && !r.stopping.Load() {
-				r.c.disconnects.Add(1)
-				r.noteError(fmt.Sprintf("connection of %s closed: %v", c.s.device, err))
-			}
+		if err := c.fill(c.need); err != nil {
+			c.ended(err)
 			return
 		}
+	}
+}
+
+// ended counts the end of the connection as a disconnect, unless we
+// closed it, it was kicked, or the run is over.
+func (c *client) ended(err error) {
+	if !c.closing.Load() && !c.kicked.Load() && !c.r.stopping.Load() {
+		c.r.c.disconnects.Add(1)
+		c.r.noteError(fmt.Sprintf("connection of %s closed: %v", c.s.device, err))
 	}
 }
 
@@ -356,12 +524,12 @@ func (r *runner) connect(ctx context.Context, s *slot, resume bool) (*client, er
 		return nil, fmt.Errorf("token for %s: %w", s.device, err)
 	}
 	r.c.dials.Add(1)
-	nc, err := r.dialer().DialContext(ctx, "tcp", r.cfg.Addr)
-	if err != nil {
+	c := &client{r: r, s: s, rbuf: make([]byte, initialReadBuf), done: make(chan struct{})}
+	if err := r.dial(ctx, c); err != nil {
 		r.c.dialErrors.Add(1)
-		return nil, fmt.Errorf("dial %s: %w", r.cfg.Addr, err)
+		return nil, err
 	}
-	c := &client{r: r, s: s, nc: nc, rbuf: make([]byte, initialReadBuf), done: make(chan struct{})}
+	nc := c.nc
 	hb, resumed, err := c.login(token, resume)
 	if err != nil {
 		_ = nc.Close()

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -19,6 +21,7 @@ import (
 // `go run ./loadtest` with no flags drives it.
 const (
 	DefaultAddr      = "127.0.0.1:7000"
+	DefaultWSAddr    = "127.0.0.1:7001"
 	DefaultAPI       = "http://127.0.0.1:7080"
 	DefaultAPIKey    = "longlink-dev-api-key"
 	DefaultJWTSecret = "longlink-dev-jwt-secret-do-not-use-in-production"
@@ -98,7 +101,19 @@ type Config struct {
 	CPUProfile      string        // write the generator's own CPU profile here
 	Pipeline        int           // request, mixed: REQUESTs per write to one connection; 0 = 1
 
-	sources []netip.Addr // parsed SourceIPs
+	// Transport: TCP unless WS or TLS.
+	WS            bool   // dial WebSocket (ws://WSAddr/, one frame per binary message)
+	WSAddr        string // gateway WebSocket address; "" = DefaultWSAddr
+	TLS           bool   // dial TLS to TLSAddr
+	TLSAddr       string // gateway TLS address; required with TLS
+	TLSCA         string // PEM file of the CA (or self-signed certificate) to trust; "" = the system roots
+	TLSInsecure   bool   // do not verify the server's certificate
+	TLSServerName string // name to verify (and send as SNI); "" = the host of TLSAddr
+
+	sources   []netip.Addr // parsed SourceIPs
+	transport string       // "tcp", "ws" or "tls"
+	target    string       // the address dialed: Addr, WSAddr or TLSAddr
+	tlsConf   *tls.Config  // with TLS
 }
 
 // bindFlags binds every flag to its Config field. The flag defaults are the
@@ -140,6 +155,13 @@ func bindFlags(fs *flag.FlagSet, c *Config) {
 	fs.DurationVar(&c.TokenTTL, "token-ttl", 0, "token lifetime (0: the run's length plus 10m)")
 	fs.IntVar(&c.Pipeline, "pipeline", 1, "request, mixed: REQUESTs written to a connection at once, in one write (fewer syscalls on both sides); -rate still counts REQUESTs")
 	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write the generator's own CPU profile to `FILE` (go tool pprof)")
+	fs.BoolVar(&c.WS, "ws", false, "dial WebSocket (ws://<-ws-addr>/, subprotocol longlink.v1, one frame per binary message) instead of TCP")
+	fs.StringVar(&c.WSAddr, "ws-addr", DefaultWSAddr, "gateway WebSocket address (with -ws)")
+	fs.BoolVar(&c.TLS, "tls", false, "dial TLS to -tls-addr instead of TCP")
+	fs.StringVar(&c.TLSAddr, "tls-addr", "", "gateway TLS address (required with -tls)")
+	fs.StringVar(&c.TLSCA, "tls-ca", "", "trust the CA (or self-signed certificate) in PEM `FILE` instead of the system roots (with -tls)")
+	fs.BoolVar(&c.TLSInsecure, "tls-insecure", false, "do not verify the gateway's certificate (with -tls)")
+	fs.StringVar(&c.TLSServerName, "tls-server-name", "", "server name to verify and send as SNI (default: the host of -tls-addr)")
 }
 
 // parseFlags parses args (without the program name) into a resolved and
@@ -243,6 +265,9 @@ func (c *Config) setDefaults() {
 	if c.TokenTTL <= 0 {
 		c.TokenTTL = c.Ramp + c.ConnectTimeout + c.Duration + c.Drain + 10*time.Minute
 	}
+	if c.WSAddr == "" {
+		c.WSAddr = DefaultWSAddr
+	}
 }
 
 // validate checks a Config after setDefaults and parses SourceIPs.
@@ -283,6 +308,50 @@ func (c *Config) validate() error {
 		return fmt.Errorf("-source-ips: %v", err)
 	}
 	c.sources = srcs
+	return c.setTransport()
+}
+
+// setTransport checks the transport flags and resolves the address to
+// dial and, for TLS, the client configuration.
+func (c *Config) setTransport() error {
+	switch {
+	case c.WS && c.TLS:
+		return errors.New("-ws and -tls exclude each other: the gateway's TLS listener speaks frames, not WebSocket")
+	case c.WS:
+		if _, _, err := net.SplitHostPort(c.WSAddr); err != nil {
+			return fmt.Errorf("-ws-addr: %v", err)
+		}
+		c.transport, c.target = "ws", c.WSAddr
+	case c.TLS:
+		if c.TLSAddr == "" {
+			return errors.New("-tls needs -tls-addr")
+		}
+		host, _, err := net.SplitHostPort(c.TLSAddr)
+		if err != nil {
+			return fmt.Errorf("-tls-addr: %v", err)
+		}
+		if c.TLSCA != "" && c.TLSInsecure {
+			return errors.New("-tls-ca and -tls-insecure exclude each other")
+		}
+		conf := &tls.Config{ServerName: host, InsecureSkipVerify: c.TLSInsecure}
+		if c.TLSServerName != "" {
+			conf.ServerName = c.TLSServerName
+		}
+		if c.TLSCA != "" {
+			pem, err := os.ReadFile(c.TLSCA)
+			if err != nil {
+				return fmt.Errorf("-tls-ca: %v", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return fmt.Errorf("-tls-ca %s: no PEM certificate in it", c.TLSCA)
+			}
+			conf.RootCAs = pool
+		}
+		c.transport, c.target, c.tlsConf = "tls", c.TLSAddr, conf
+	default: // -ws-addr and the -tls-* flags are ignored, as -addr is with -ws or -tls
+		c.transport, c.target = "tcp", c.Addr
+	}
 	return nil
 }
 

@@ -1,6 +1,9 @@
 package main
 
 import (
+	"context"
+	"crypto/tls"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"net"
@@ -13,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	cws "github.com/coder/websocket"
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/longlink/longlink/api"
 	"github.com/longlink/longlink/codec"
@@ -27,11 +31,15 @@ type fakeGateway struct {
 	t      *testing.T
 	secret []byte
 	apiKey string
-	ln     net.Listener
+	ln     net.Listener     // TCP
+	tlsLn  net.Listener     // TLS, with the certificate in caFile
+	ws     *httptest.Server // WebSocket (github.com/coder/websocket), at ws.Listener.Addr()
+	caFile string
 	http   *httptest.Server
 
 	mu      sync.Mutex
-	devices map[string]*fakeConn
+	devices map[string]*fakeDevice
+	open    map[*fakeConn]bool // every open connection, to close them at the end
 	groups  map[string]map[string]bool
 	nextID  int
 
@@ -42,17 +50,44 @@ type fakeGateway struct {
 	wg         sync.WaitGroup
 }
 
+// fakeConn is one connection, over TCP, TLS or WebSocket.
 type fakeConn struct {
-	nc      net.Conn
-	wmu     sync.Mutex
-	pushSeq uint32 // guarded by wmu
+	nc  net.Conn   // TCP and TLS
+	ws  *cws.Conn  // WebSocket: one frame per binary message
+	wmu sync.Mutex // serialises writes
 }
 
-func (c *fakeConn) write(b []byte) {
+// write sends one frame (or, over TCP and TLS, several).
+func (c *fakeConn) write(b []byte) error {
 	c.wmu.Lock()
-	_, _ = c.nc.Write(b)
-	c.wmu.Unlock()
+	defer c.wmu.Unlock()
+	if c.ws != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return c.ws.Write(ctx, cws.MessageBinary, b)
+	}
+	_, err := c.nc.Write(b)
+	return err
 }
+
+func (c *fakeConn) close() {
+	if c.ws != nil {
+		_ = c.ws.CloseNow()
+		return
+	}
+	_ = c.nc.Close()
+}
+
+// fakeDevice is a device's push seq and its last pushes, kept for resume
+// the way the real gateway's recovery does, and its current connection.
+type fakeDevice struct {
+	mu   sync.Mutex
+	conn *fakeConn // nil while disconnected
+	seq  uint32
+	kept [][]byte // the last fakeKeep pushes, encoded with their seq
+}
+
+const fakeKeep = 256
 
 func startFakeGateway(t *testing.T, secret, apiKey string) *fakeGateway {
 	t.Helper()
@@ -60,55 +95,95 @@ func startFakeGateway(t *testing.T, secret, apiKey string) *fakeGateway {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := &fakeGateway{t: t, secret: []byte(secret), apiKey: apiKey, ln: ln,
-		devices: map[string]*fakeConn{}, groups: map[string]map[string]bool{}}
+	certFile, keyFile, _ := writeTestCert(t, t.TempDir())
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &fakeGateway{t: t, secret: []byte(secret), apiKey: apiKey, ln: ln, tlsLn: tln, caFile: certFile,
+		devices: map[string]*fakeDevice{}, open: map[*fakeConn]bool{}, groups: map[string]map[string]bool{}}
 	g.http = httptest.NewServer(g.mux())
-	g.wg.Add(1)
-	go g.accept()
+	g.ws = httptest.NewServer(http.HandlerFunc(g.serveWS))
+	g.wg.Add(2)
+	go g.accept(ln)
+	go g.accept(tln)
 	t.Cleanup(g.close)
 	return g
 }
 
+// args are the generator's flags that dial the fake over transport.
+func (g *fakeGateway) args(transport string) []string {
+	switch transport {
+	case "ws":
+		return []string{"-ws", "-ws-addr", g.ws.Listener.Addr().String()}
+	case "tls":
+		return []string{"-tls", "-tls-addr", g.tlsLn.Addr().String(), "-tls-ca", g.caFile}
+	}
+	return []string{"-addr", g.ln.Addr().String()}
+}
+
 func (g *fakeGateway) close() {
 	_ = g.ln.Close()
+	_ = g.tlsLn.Close()
 	g.http.Close()
 	g.mu.Lock()
-	for _, c := range g.devices {
-		_ = c.nc.Close()
+	for c := range g.open {
+		c.close()
 	}
 	g.mu.Unlock()
+	g.ws.Close()
 	g.wg.Wait()
 }
 
-func (g *fakeGateway) accept() {
+func (g *fakeGateway) accept(ln net.Listener) {
 	defer g.wg.Done()
 	for {
-		nc, err := g.ln.Accept()
+		nc, err := ln.Accept()
 		if err != nil {
 			return
 		}
 		g.wg.Add(1)
-		go g.serve(nc)
+		go g.serveStream(nc)
 	}
 }
 
-func (g *fakeGateway) serve(nc net.Conn) {
-	defer g.wg.Done()
+// opened registers c, to be closed with the gateway.
+func (g *fakeGateway) opened(c *fakeConn) {
 	g.conns.Add(1)
-	defer g.conns.Add(-1)
-	c := &fakeConn{nc: nc}
-	device := ""
-	defer func() {
-		_ = nc.Close()
-		if device != "" {
-			g.loggedIn.Add(-1)
-			g.mu.Lock()
-			if g.devices[device] == c {
-				delete(g.devices, device)
-			}
-			g.mu.Unlock()
+	g.mu.Lock()
+	g.open[c] = true
+	g.mu.Unlock()
+}
+
+// closed forgets c and detaches it from its device.
+func (g *fakeGateway) closed(c *fakeConn, device string) {
+	c.close()
+	g.conns.Add(-1)
+	g.mu.Lock()
+	delete(g.open, c)
+	d := g.devices[device]
+	g.mu.Unlock()
+	if d != nil {
+		g.loggedIn.Add(-1)
+		d.mu.Lock()
+		if d.conn == c {
+			d.conn = nil
 		}
-	}()
+		d.mu.Unlock()
+	}
+}
+
+// serveStream serves a TCP or TLS connection: frames back to back.
+func (g *fakeGateway) serveStream(nc net.Conn) {
+	defer g.wg.Done()
+	c := &fakeConn{nc: nc}
+	g.opened(c)
+	device := ""
+	defer func() { g.closed(c, device) }()
 	buf := make([]byte, 0, 4096)
 	tmp := make([]byte, 4096)
 	for {
@@ -133,6 +208,40 @@ func (g *fakeGateway) serve(nc net.Conn) {
 	}
 }
 
+// serveWS serves a WebSocket connection: one frame per binary message.
+func (g *fakeGateway) serveWS(w http.ResponseWriter, r *http.Request) {
+	ws, err := cws.Accept(w, r, &cws.AcceptOptions{Subprotocols: []string{wsSubprotocol}})
+	if err != nil {
+		return
+	}
+	if ws.Subprotocol() != wsSubprotocol {
+		_ = ws.Close(cws.StatusPolicyViolation, "subprotocol longlink.v1 required")
+		return
+	}
+	ws.SetReadLimit(codec.DefaultMaxFrame)
+	g.wg.Add(1)
+	defer g.wg.Done()
+	c := &fakeConn{ws: ws}
+	g.opened(c)
+	device := ""
+	defer func() { g.closed(c, device) }()
+	for {
+		typ, msg, err := ws.Read(context.Background())
+		if err != nil {
+			return
+		}
+		f, n, err := codec.Decode(msg, codec.DefaultMaxFrame)
+		if typ != cws.MessageBinary || err != nil || n != len(msg) {
+			_ = c.write(codec.AppendFrame(nil, codec.Header{Op: codec.OpKick, Status: codec.StatusBadFrame}, nil, nil))
+			_ = ws.Close(cws.StatusProtocolError, "one frame per binary message")
+			return
+		}
+		if !g.handle(c, &f, &device) {
+			return
+		}
+	}
+}
+
 // handle answers one frame; false closes the connection.
 func (g *fakeGateway) handle(c *fakeConn, f *codec.Frame, device *string) bool {
 	reply := func(h codec.Header, meta, body []byte) { c.write(codec.AppendFrame(nil, h, meta, body)) }
@@ -153,10 +262,11 @@ func (g *fakeGateway) handle(c *fakeConn, f *codec.Frame, device *string) bool {
 		*device = cl.Subject
 		g.loggedIn.Add(1)
 		g.mu.Lock()
-		if old := g.devices[cl.Subject]; old != nil {
-			_ = old.nc.Close()
+		d := g.devices[cl.Subject]
+		if d == nil {
+			d = &fakeDevice{}
+			g.devices[cl.Subject] = d
 		}
-		g.devices[cl.Subject] = c
 		for _, grp := range cl.Groups {
 			g.join(grp, cl.Subject)
 		}
@@ -166,10 +276,27 @@ func (g *fakeGateway) handle(c *fakeConn, f *codec.Frame, device *string) bool {
 		meta := codec.AppendMetaString(nil, "conn", strconv.Itoa(id))
 		meta = codec.AppendMetaString(meta, "node", "fake")
 		meta = codec.AppendMetaString(meta, "hb", "1")
-		if _, ok := f.Meta.Get("resume"); ok {
+		resume, resuming := f.Meta.Get("resume")
+		if resuming {
 			meta = codec.AppendMetaString(meta, "resumed", "1")
 		}
+		// Attach and redeliver under the device's lock, so no push falls
+		// between the two connections.
+		d.mu.Lock()
+		old := d.conn
+		d.conn = c
 		reply(codec.Header{Op: codec.OpLoginAck, Seq: f.Seq}, meta, nil)
+		if after, err := strconv.ParseUint(string(resume), 10, 32); resuming && err == nil {
+			for _, p := range d.kept {
+				if binary.BigEndian.Uint32(p[codec.OffsetSeq:]) > uint32(after) {
+					_ = c.write(p)
+				}
+			}
+		}
+		d.mu.Unlock()
+		if old != nil && old != c {
+			old.close()
+		}
 	case codec.OpPing:
 		reply(codec.Header{Op: codec.OpPong, Seq: f.Seq}, nil, nil)
 	case codec.OpRequest:
@@ -198,26 +325,31 @@ func (g *fakeGateway) join(group, device string) {
 }
 
 // push delivers data to device; it reports whether the device is online.
+// The push is kept for resume either way, once the device has logged in.
 func (g *fakeGateway) push(device string, biz int, data []byte, ack bool) bool {
 	g.mu.Lock()
-	c := g.devices[device]
+	d := g.devices[device]
 	g.mu.Unlock()
-	if c == nil {
+	if d == nil {
 		return false
 	}
 	var flags uint8
 	if ack {
 		flags = codec.FlagAckRequired
 	}
-	c.wmu.Lock()
-	c.pushSeq++
-	b := codec.AppendFrame(nil, codec.Header{Op: codec.OpPush, Biz: uint16(biz), Flags: flags, Seq: c.pushSeq}, nil, data)
-	_, err := c.nc.Write(b)
-	c.wmu.Unlock()
-	if err == nil {
-		g.deliveries.Add(1)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.seq++
+	b := codec.AppendFrame(nil, codec.Header{Op: codec.OpPush, Biz: uint16(biz), Flags: flags, Seq: d.seq}, nil, data)
+	if len(d.kept) == fakeKeep {
+		d.kept = d.kept[1:]
 	}
-	return err == nil
+	d.kept = append(d.kept, b)
+	if d.conn == nil || d.conn.write(b) != nil {
+		return false
+	}
+	g.deliveries.Add(1)
+	return true
 }
 
 func (g *fakeGateway) mux() http.Handler {

@@ -1,9 +1,9 @@
 // Command loadtest is Longlink's load generator: it opens and logs in many
-// connections, drives a scenario (hold, request, push, group, mixed) open
-// loop, and reports logins per second, throughput, latency percentiles
-// (HDR histograms) and the server's memory, goroutines and CPU from
-// /v1/stats, as text, JSON (-json) and an HTML report with charts (-html).
-// See README.md.
+// connections (TCP, WebSocket with -ws, or TLS with -tls), drives a
+// scenario (hold, request, push, group, mixed) open loop, and reports
+// logins per second, throughput, latency percentiles (HDR histograms) and
+// the server's memory, goroutines and CPU from /v1/stats, as text, JSON
+// (-json) and an HTML report with charts (-html). See README.md.
 package main
 
 import (

@@ -20,7 +20,9 @@ import (
 type Summary struct {
 	Scenario          string    `json:"scenario"`
 	Started           time.Time `json:"started"`
-	Addr              string    `json:"addr"`
+	Addr              string    `json:"addr"`      // the address dialed
+	Transport         string    `json:"transport"` // tcp, ws or tls
+	TLS               *TLSInfo  `json:"tls,omitempty"`
 	TargetConnections int       `json:"target_connections"`
 	// Connections is the number logged in when the connect phase ended.
 	Connections     int64   `json:"connections"`
@@ -105,7 +107,10 @@ type GeneratorStats struct {
 	HeapInuse  uint64  `json:"heap_inuse"`
 	RSSBytes   int64   `json:"rss_bytes"`
 	CPUSeconds float64 `json:"cpu_seconds"`
-	GOMAXPROCS int     `json:"gomaxprocs"`
+	// CPUSecondsConnect is the part of CPUSeconds spent in the connect
+	// phase: dials, TLS handshakes or WebSocket upgrades, and logins.
+	CPUSecondsConnect float64 `json:"cpu_seconds_connect"`
+	GOMAXPROCS        int     `json:"gomaxprocs"`
 }
 
 // ConfigEcho is the run's settings, so a JSON file says how it was made.
@@ -135,12 +140,18 @@ func generatorStats() GeneratorStats {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	g := GeneratorStats{Goroutines: runtime.NumGoroutine(), HeapInuse: ms.HeapInuse, GOMAXPROCS: runtime.GOMAXPROCS(0)}
-	var ru syscall.Rusage
-	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
-		g.CPUSeconds = float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
-	}
+	g.CPUSeconds = selfCPU()
 	g.RSSBytes = selfRSS()
 	return g
+}
+
+// selfCPU is this process's user+system CPU time, in seconds.
+func selfCPU() float64 {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
 }
 
 // selfRSS is the resident set size from /proc/self/statm (0 elsewhere).
@@ -203,7 +214,9 @@ func (r *runner) summary() *Summary {
 	s := &Summary{
 		Scenario:           cfg.Scenario,
 		Started:            r.t0,
-		Addr:               cfg.Addr,
+		Addr:               cfg.target,
+		Transport:          cfg.transport,
+		TLS:                r.tlsInfo.Load(),
 		TargetConnections:  cfg.Conns,
 		Connections:        r.connectedUp,
 		PeakConnections:    c.peakUp.Load(),
@@ -373,7 +386,10 @@ func fmtPct(p Percentiles) string {
 // writeText prints the human report.
 func writeText(w io.Writer, s *Summary) {
 	p := func(format string, a ...any) { fmt.Fprintf(w, format+"\n", a...) }
-	p("Longlink load test: scenario %s against %s", s.Scenario, s.Addr)
+	p("Longlink load test: scenario %s against %s (%s)", s.Scenario, s.Addr, s.Transport)
+	if t := s.TLS; t != nil {
+		p("  tls          %s, %s, key exchange %s, resumed %v", t.Version, t.CipherSuite, t.KeyExchange, t.Resumed)
+	}
 	p("  connections  %d of %d logged in in %.2fs: %.0f logins/s (peak %d, %d logins in all, %d reconnects, %d resumed)",
 		s.Connections, s.TargetConnections, s.ConnectSeconds, s.LoginsPerSec, s.PeakConnections, s.Logins, s.Reconnects, s.Resumed)
 	if s.Config.SourceIPs == 0 && s.TargetConnections > 10000 {
@@ -415,8 +431,8 @@ func writeText(w io.Writer, s *Summary) {
 		p("  server       /v1/stats unavailable: %s", sv.Error)
 	}
 	g := s.Generator
-	p("  generator    goroutines %d, rss %s, heap %s, cpu %.2fs, GOMAXPROCS %d",
-		g.Goroutines, bytesIEC(float64(g.RSSBytes)), bytesIEC(float64(g.HeapInuse)), g.CPUSeconds, g.GOMAXPROCS)
+	p("  generator    goroutines %d, rss %s, heap %s, cpu %.2fs (connect %.2fs), GOMAXPROCS %d",
+		g.Goroutines, bytesIEC(float64(g.RSSBytes)), bytesIEC(float64(g.HeapInuse)), g.CPUSeconds, g.CPUSecondsConnect, g.GOMAXPROCS)
 	if s.Errors == 0 {
 		p("  errors       0")
 		return

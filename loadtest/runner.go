@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
-	"net"
 	"runtime"
 	"strconv"
 	"sync"
@@ -22,6 +21,7 @@ import (
 // teardown, each bounded in time.
 type runner struct {
 	cfg    *Config
+	ws     bool // WebSocket framing (cfg.transport == "ws")
 	api    *apiClient
 	secret []byte // HS256 secret; nil = tokens from the API
 	runID  uint32 // random id stamped into this run's pushes
@@ -42,6 +42,8 @@ type runner struct {
 	prog     *progress   // nil with -quiet
 
 	lastLogin atomic.Int64 // runner-relative nanos of the latest successful login
+
+	tlsInfo atomic.Pointer[TLSInfo] // what the first TLS handshake negotiated
 
 	errMu     sync.Mutex
 	errSample []string // the first few error messages, for the report
@@ -65,7 +67,7 @@ type runner struct {
 }
 
 func newRunner(cfg *Config, stderr io.Writer) *runner {
-	r := &runner{cfg: cfg, stderr: stderr, phase: "start"}
+	r := &runner{cfg: cfg, ws: cfg.transport == "ws", stderr: stderr, phase: "start"}
 	r.api = newAPIClient(cfg.API, cfg.APIKey, cfg.APIConcurrency)
 	if cfg.JWTSecret != "" {
 		r.secret = []byte(cfg.JWTSecret)
@@ -265,8 +267,10 @@ func (r *runner) run(ctx context.Context) (*Summary, error) {
 	r.setPhase("tokens")
 	r.prepareTokens(ctx)
 	r.setPhase("connect")
+	cpu0 := selfCPU()
 	r.connectAll(ctx)
 	r.connectedUp = r.c.up.Load()
+	connectCPU := selfCPU() - cpu0
 
 	if cfg.Scenario == "group" && r.connectedUp > 0 {
 		r.ensureGroup(ctx)
@@ -288,6 +292,7 @@ func (r *runner) run(ctx context.Context) (*Summary, error) {
 	r.after = r.stats(context.Background())
 	r.afterUp = r.c.up.Load()
 	r.gen = generatorStats()
+	r.gen.CPUSecondsConnect = connectCPU
 
 	r.setPhase("done")
 	r.teardown()
@@ -604,17 +609,15 @@ func (r *runner) drain(ctx context.Context) {
 }
 
 // teardown closes every connection (with a reset, so that back-to-back
-// runs do not leave thousands of ports in TIME_WAIT) and waits for the
+// runs do not leave thousands of ports in TIME_WAIT; TLS and WebSocket
+// connections too, without close_notify or close frame) and waits for the
 // readers.
 func (r *runner) teardown() {
 	r.stopping.Store(true)
 	for _, s := range r.slots {
 		if c := s.cur.Load(); c != nil {
 			c.closing.Store(true)
-			if tc, ok := c.nc.(*net.TCPConn); ok {
-				_ = tc.SetLinger(0)
-			}
-			_ = c.nc.Close()
+			c.abort()
 		}
 	}
 	done := make(chan struct{})
@@ -672,7 +675,7 @@ func (r *runner) addPoint() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	dt := (now.t - r.prev.t).Seconds()
-	if dt <= 0.05 { // a sliver at the end: fold it into nothing
+	if dt <= 0 || (dt <= 0.05 && len(r.series) > 0) { // a sliver at the end: fold it into nothing
 		return
 	}
 	rate := func(a, b int64) int64 { return int64(float64(a-b)/dt + 0.5) }

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 const (
@@ -45,10 +46,11 @@ func runGenerator(t *testing.T, args ...string) (int, *Summary, map[string]any, 
 }
 
 // TestScenariosFakeGateway runs every scenario briefly against the fake
-// gateway and checks the accounting end to end.
+// gateway, over each transport (TCP, WebSocket, TLS), and checks the
+// accounting end to end.
 func TestScenariosFakeGateway(t *testing.T) {
 	g := startFakeGateway(t, testSecret, testAPIKey)
-	base := []string{"-addr", g.ln.Addr().String(), "-api", g.http.URL, "-api-key", testAPIKey,
+	base := []string{"-api", g.http.URL, "-api-key", testAPIKey,
 		"-jwt-secret", testSecret, "-conns", "40", "-dial-concurrency", "8", "-duration", "1s", "-drain", "2s"}
 	cases := []struct {
 		scenario string
@@ -96,28 +98,37 @@ func TestScenariosFakeGateway(t *testing.T) {
 			}
 		}},
 	}
-	for _, c := range cases {
-		t.Run(c.scenario, func(t *testing.T) {
-			args := append(append([]string{"-scenario", c.scenario}, base...), c.extra...)
-			args = append(args, "-device-prefix", "fake-"+c.scenario+"-")
-			code, s, _, out := runGenerator(t, args...)
-			if code != 0 || s.Errors != 0 {
-				t.Fatalf("exit %d, errors %d: %v %v", code, s.Errors, s.ErrorDetail, s.ErrorSample)
-			}
-			if s.Scenario != c.scenario || s.Connections != 40 || s.LoginsPerSec <= 0 {
-				t.Errorf("scenario %s connections %d logins/s %.0f", s.Scenario, s.Connections, s.LoginsPerSec)
-			}
-			if !s.Server.Available || s.Server.Goroutines == 0 || s.Server.RSSBytes == 0 {
-				t.Errorf("server stats %+v", s.Server)
-			}
-			if len(s.Series) == 0 {
-				t.Error("no time series")
-			}
-			if !strings.Contains(out, "scenario "+c.scenario) {
-				t.Error("no text report")
-			}
-			c.check(t, s)
-		})
+	for _, transport := range []string{"tcp", "ws", "tls"} {
+		for _, c := range cases {
+			t.Run(transport+"/"+c.scenario, func(t *testing.T) {
+				args := append(append(append([]string{"-scenario", c.scenario}, base...), g.args(transport)...), c.extra...)
+				args = append(args, "-device-prefix", "fake-"+transport+"-"+c.scenario+"-")
+				code, s, _, out := runGenerator(t, args...)
+				if code != 0 || s.Errors != 0 {
+					t.Fatalf("exit %d, errors %d: %v %v", code, s.Errors, s.ErrorDetail, s.ErrorSample)
+				}
+				if s.Scenario != c.scenario || s.Connections != 40 || s.LoginsPerSec <= 0 {
+					t.Errorf("scenario %s connections %d logins/s %.0f", s.Scenario, s.Connections, s.LoginsPerSec)
+				}
+				if s.Transport != transport || (transport == "tls") != (s.TLS != nil) {
+					t.Errorf("transport %q, tls %+v", s.Transport, s.TLS)
+				}
+				if !s.Server.Available || s.Server.Goroutines == 0 || s.Server.RSSBytes == 0 {
+					t.Errorf("server stats %+v", s.Server)
+				}
+				if len(s.Series) == 0 {
+					t.Error("no time series")
+				}
+				if !strings.Contains(out, "scenario "+c.scenario) || !strings.Contains(out, "("+transport+")") {
+					t.Error("no text report")
+				}
+				c.check(t, s)
+			})
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for g.conns.Load() != 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
 	}
 	if n := g.conns.Load(); n != 0 {
 		t.Errorf("%d connections left open on the gateway", n)

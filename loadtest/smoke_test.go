@@ -3,33 +3,65 @@ package main
 import (
 	"bytes"
 	"context"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 )
 
-// freePort returns a loopback port nobody listens on right now.
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+// realGateway is a gateway process started by startRealGateway, with the
+// addresses it reported.
+type realGateway struct {
+	tcp, ws, tls, api string // host:port of each listener
+	caFile            string // the TLS listener's self-signed certificate
 }
 
+// args are the generator's flags that dial g over transport.
+func (g *realGateway) args(transport string) []string {
+	switch transport {
+	case "ws":
+		return []string{"-ws", "-ws-addr", g.ws}
+	case "tls":
+		return []string{"-tls", "-tls-addr", g.tls, "-tls-ca", g.caFile}
+	}
+	return []string{"-addr", g.tcp}
+}
+
+// syncBuffer is a bytes.Buffer the gateway's output can be copied into
+// while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// listeningRE matches the gateway's log line for each listener.
+var listeningRE = regexp.MustCompile(`msg=listening proto=(\w+) addr=(\S+)`)
+
 // startRealGateway builds the gateway (github.com/longlink/longlink) and
-// starts it on free loopback ports. It skips the test when the gateway
-// does not build, unless LONGLINK_SMOKE_REQUIRED=1.
-func startRealGateway(t *testing.T) (addr, apiURL string) {
+// starts it with TCP, WebSocket, TLS (a certificate made here) and the API
+// on free loopback ports, which it reads back from the gateway's log. It
+// skips the test when the gateway does not build, unless
+// LONGLINK_SMOKE_REQUIRED=1.
+func startRealGateway(t *testing.T) *realGateway {
 	t.Helper()
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "longlink")
@@ -42,10 +74,13 @@ func startRealGateway(t *testing.T) (addr, apiURL string) {
 		}
 		t.Skipf("the gateway does not build (set LONGLINK_SMOKE_REQUIRED=1 to fail instead): %v\n%s", err, out)
 	}
-	addr, api := freePort(t), freePort(t)
-	var logs bytes.Buffer
-	cmd := exec.Command(bin, "-listen", addr, "-ws-listen", "", "-api-listen", api, "-node", "smoke",
-		"-api-key", testAPIKey, "-jwt-secret", testSecret, "-biz", "1=echo", "-log-level", "warn")
+	certFile, keyFile, _ := writeTestCert(t, dir)
+	g := &realGateway{caFile: certFile}
+	var logs syncBuffer
+	cmd := exec.Command(bin, "-listen", "127.0.0.1:0", "-ws-listen", "127.0.0.1:0",
+		"-tls-listen", "127.0.0.1:0", "-tls-cert", certFile, "-tls-key", keyFile,
+		"-api-listen", "127.0.0.1:0", "-node", "smoke",
+		"-api-key", testAPIKey, "-jwt-secret", testSecret, "-biz", "1=echo", "-log-level", "info")
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -64,7 +99,6 @@ func startRealGateway(t *testing.T) (addr, apiURL string) {
 			t.Logf("gateway output:\n%s", logs.String())
 		}
 	})
-	apiURL = "http://" + api
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		select {
@@ -72,19 +106,30 @@ func startRealGateway(t *testing.T) (addr, apiURL string) {
 			t.Fatalf("the gateway exited: %v\n%s", err, logs.String())
 		default:
 		}
-		req, _ := http.NewRequest(http.MethodGet, apiURL+"/v1/stats", nil)
-		req.Header.Set("Authorization", "Bearer "+testAPIKey)
-		if resp, err := http.DefaultClient.Do(req); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
-					c.Close()
-					return addr, apiURL
+		for _, m := range listeningRE.FindAllStringSubmatch(logs.String(), -1) {
+			switch m[1] {
+			case "tcp":
+				g.tcp = m[2]
+			case "ws":
+				g.ws = m[2]
+			case "tls":
+				g.tls = m[2]
+			case "http":
+				g.api = m[2]
+			}
+		}
+		if g.tcp != "" && g.ws != "" && g.tls != "" && g.api != "" {
+			req, _ := http.NewRequest(http.MethodGet, "http://"+g.api+"/v1/stats", nil)
+			req.Header.Set("Authorization", "Bearer "+testAPIKey)
+			if resp, err := http.DefaultClient.Do(req); err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					return g
 				}
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the gateway did not come up on %s / %s\n%s", addr, api, logs.String())
+			t.Fatalf("the gateway did not come up (tcp %q ws %q tls %q api %q)\n%s", g.tcp, g.ws, g.tls, g.api, logs.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -96,9 +141,9 @@ func TestSmokeRealGateway(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and starts the gateway")
 	}
-	addr, apiURL := startRealGateway(t)
+	g := startRealGateway(t)
 	const conns = 100
-	base := []string{"-addr", addr, "-api", apiURL, "-api-key", testAPIKey, "-jwt-secret", testSecret,
+	base := []string{"-api", "http://" + g.api, "-api-key", testAPIKey, "-jwt-secret", testSecret,
 		"-conns", strconv.Itoa(conns), "-dial-concurrency", "20", "-duration", "1s", "-drain", "3s",
 		"-dial-timeout", "3s", "-connect-timeout", "10s"}
 	cases := []struct {
@@ -140,18 +185,28 @@ func TestSmokeRealGateway(t *testing.T) {
 			}
 		}},
 	}
-	for _, c := range cases {
-		t.Run(c.scenario, func(t *testing.T) {
-			args := append(append([]string{"-scenario", c.scenario}, base...), c.extra...)
-			args = append(args, "-device-prefix", "smoke-"+c.scenario+"-")
-			code, s, _, _ := runGenerator(t, args...)
-			if code != 0 || s.Errors != 0 {
-				t.Fatalf("exit %d, errors %d: %v\n%s", code, s.Errors, s.ErrorDetail, strings.Join(s.ErrorSample, "\n"))
+	// Every scenario over TCP; hold and request over WebSocket and TLS
+	// too (the fake gateway runs every scenario over every transport).
+	for _, transport := range []string{"tcp", "ws", "tls"} {
+		for _, c := range cases {
+			if transport != "tcp" && c.scenario != "hold" && c.scenario != "request" {
+				continue
 			}
-			if s.Connections != conns || !s.Server.Available || s.Server.Node != "smoke" {
-				t.Errorf("connections %d, server %+v", s.Connections, s.Server)
-			}
-			c.check(t, s)
-		})
+			t.Run(transport+"/"+c.scenario, func(t *testing.T) {
+				args := append(append(append([]string{"-scenario", c.scenario}, base...), g.args(transport)...), c.extra...)
+				args = append(args, "-device-prefix", "smoke-"+transport+"-"+c.scenario+"-")
+				code, s, _, _ := runGenerator(t, args...)
+				if code != 0 || s.Errors != 0 {
+					t.Fatalf("exit %d, errors %d: %v\n%s", code, s.Errors, s.ErrorDetail, strings.Join(s.ErrorSample, "\n"))
+				}
+				if s.Connections != conns || !s.Server.Available || s.Server.Node != "smoke" {
+					t.Errorf("connections %d, server %+v", s.Connections, s.Server)
+				}
+				if want := map[string]string{"tcp": g.tcp, "ws": g.ws, "tls": g.tls}[transport]; s.Transport != transport || s.Addr != want {
+					t.Errorf("transport %s, addr %s", s.Transport, s.Addr)
+				}
+				c.check(t, s)
+			})
+		}
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"math"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -266,6 +268,12 @@ func TestFlagDefaults(t *testing.T) {
 		{"html-assets", cfg.HTMLAssets, "embed"},
 		{"max-frame", cfg.MaxFrame, codec.DefaultMaxFrame},
 		{"sources", len(cfg.sources), 0},
+		{"ws", cfg.WS, false},
+		{"ws-addr", cfg.WSAddr, "127.0.0.1:7001"},
+		{"tls", cfg.TLS, false},
+		{"tls-addr", cfg.TLSAddr, ""},
+		{"transport", cfg.transport, "tcp"},
+		{"target", cfg.target, "127.0.0.1:7000"},
 	}
 	for _, c := range checks {
 		if c.got != c.want {
@@ -285,6 +293,58 @@ func TestFlagDefaults(t *testing.T) {
 		}
 	}
 	for _, bad := range [][]string{{"-scenario", "nope"}, {"-source-ips", "1.2.3"}, {"-biz", "70000"}, {"-size", "70000"}, {"extra"}, {"-html-assets", "cdn"}} {
+		if _, err := parseFlags(bad, &bytes.Buffer{}); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+// TestTransportFlags: -ws and -tls pick the transport and the address
+// dialed; bad combinations are refused.
+func TestTransportFlags(t *testing.T) {
+	dir := t.TempDir()
+	certFile, _, _ := writeTestCert(t, dir)
+	notPEM := filepath.Join(dir, "not.pem")
+	if err := os.WriteFile(notPEM, []byte("hello"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	all := []string{"-addr", "10.0.0.1:1", "-ws-addr", "10.0.0.1:2", "-tls-addr", "10.0.0.1:3"}
+	cases := []struct {
+		args              []string
+		transport, target string
+	}{
+		{all, "tcp", "10.0.0.1:1"},
+		{append([]string{"-ws"}, all...), "ws", "10.0.0.1:2"},
+		{append([]string{"-tls", "-tls-ca", certFile}, all...), "tls", "10.0.0.1:3"},
+		{[]string{"-ws"}, "ws", "127.0.0.1:7001"},
+		{[]string{"-tls-insecure", "-tls-ca", notPEM}, "tcp", "127.0.0.1:7000"}, // ignored without -tls
+	}
+	for _, c := range cases {
+		cfg, err := parseFlags(c.args, &bytes.Buffer{})
+		if err != nil {
+			t.Fatalf("%q: %v", c.args, err)
+		}
+		if cfg.transport != c.transport || cfg.target != c.target {
+			t.Errorf("%q: transport %s target %s, want %s %s", c.args, cfg.transport, cfg.target, c.transport, c.target)
+		}
+	}
+	cfg, err := parseFlags([]string{"-tls", "-tls-addr", "localhost:7443", "-tls-ca", certFile}, &bytes.Buffer{})
+	if err != nil || cfg.tlsConf.ServerName != "localhost" || cfg.tlsConf.RootCAs == nil || cfg.tlsConf.InsecureSkipVerify {
+		t.Fatalf("tls config %+v, %v", cfg.tlsConf, err)
+	}
+	cfg, err = parseFlags([]string{"-tls", "-tls-addr", "127.0.0.1:7443", "-tls-insecure", "-tls-server-name", "gw.example"}, &bytes.Buffer{})
+	if err != nil || cfg.tlsConf.ServerName != "gw.example" || !cfg.tlsConf.InsecureSkipVerify {
+		t.Fatalf("tls config %+v, %v", cfg.tlsConf, err)
+	}
+	for _, bad := range [][]string{
+		{"-ws", "-tls", "-tls-addr", "127.0.0.1:1"},
+		{"-tls"},
+		{"-tls", "-tls-addr", "nohostport"},
+		{"-tls", "-tls-addr", "127.0.0.1:1", "-tls-ca", filepath.Join(dir, "missing.pem")},
+		{"-tls", "-tls-addr", "127.0.0.1:1", "-tls-ca", notPEM},
+		{"-tls", "-tls-addr", "127.0.0.1:1", "-tls-ca", certFile, "-tls-insecure"},
+		{"-ws", "-ws-addr", "nohostport"},
+	} {
 		if _, err := parseFlags(bad, &bytes.Buffer{}); err == nil {
 			t.Errorf("%q accepted", bad)
 		}

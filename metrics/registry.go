@@ -30,7 +30,8 @@ var (
 	descConnections    = desc("connections", "Open connections, logged in or not.")
 	descLoggedIn       = desc("logged_in", "Connections past LOGIN.")
 	descAccepted       = desc("accepted_total", "Connections accepted.")
-	descRefused        = desc("refused_total", "Connections refused because the node was at its connection limit.")
+	descRefused        = desc("refused_total", "Connections refused at accept: at the connection limit, draining, or too many TLS handshakes.")
+	descRateLimited    = desc("rate_limited_total", "REQUESTs answered OVERLOADED by the per-connection rate limit.")
 	descLogins         = desc("logins_total", "Successful logins.")
 	descLoginFailures  = desc("login_failures_total", "Failed logins.")
 	descFramesIn       = desc("frames_in_total", "Frames read from clients.")
@@ -54,7 +55,7 @@ var (
 	descQueueDropped   = desc("queue_dropped_total", "Items a bounded queue refused because it was full.", "queue")
 
 	allDescs = []*prometheus.Desc{
-		descConnections, descLoggedIn, descAccepted, descRefused, descLogins,
+		descConnections, descLoggedIn, descAccepted, descRefused, descRateLimited, descLogins,
 		descLoginFailures, descFramesIn, descFramesOut, descBytesIn, descBytesOut,
 		descKicks, descPushRequests, descPushDeliveries, descPushOffline,
 		descPushRecovered, descPushAcks, descBizRequests, descBizResults,
@@ -98,6 +99,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(ch, descLoggedIn, float64(s.LoggedIn))
 	c.counter(ch, descAccepted, s.Accepted)
 	c.counter(ch, descRefused, s.Refused)
+	c.counter(ch, descRateLimited, s.RateLimited)
 	c.counter(ch, descLogins, s.Logins)
 	c.counter(ch, descLoginFailures, s.LoginFail)
 	c.counter(ch, descFramesIn, s.FramesIn)

@@ -24,6 +24,7 @@ func sampleSnapshot() Snapshot {
 		LoggedIn:    2,
 		Accepted:    10,
 		Refused:     1,
+		RateLimited: 4,
 		Logins:      7,
 		LoginFail:   2,
 		FramesIn:    100,
@@ -54,9 +55,12 @@ longlink_logged_in 2
 # HELP longlink_accepted_total Connections accepted.
 # TYPE longlink_accepted_total counter
 longlink_accepted_total 10
-# HELP longlink_refused_total Connections refused because the node was at its connection limit.
+# HELP longlink_refused_total Connections refused at accept: at the connection limit, draining, or too many TLS handshakes.
 # TYPE longlink_refused_total counter
 longlink_refused_total 1
+# HELP longlink_rate_limited_total REQUESTs answered OVERLOADED by the per-connection rate limit.
+# TYPE longlink_rate_limited_total counter
+longlink_rate_limited_total 4
 # HELP longlink_logins_total Successful logins.
 # TYPE longlink_logins_total counter
 longlink_logins_total 7

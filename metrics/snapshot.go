@@ -16,10 +16,13 @@ type Snapshot struct {
 	Refused   uint64 `json:"refused"`  // connections refused at accept: -max-conns, draining, or too many TLS handshakes
 	Logins    uint64 `json:"logins"`   // successful logins
 	LoginFail uint64 `json:"login_failures"`
-	FramesIn  uint64 `json:"frames_in"`
-	FramesOut uint64 `json:"frames_out"`
-	BytesIn   uint64 `json:"bytes_in"`
-	BytesOut  uint64 `json:"bytes_out"`
+	// RateLimited counts REQUESTs answered OVERLOADED by the per-connection
+	// rate limit (-rate), never forwarded.
+	RateLimited uint64 `json:"rate_limited"`
+	FramesIn    uint64 `json:"frames_in"`
+	FramesOut   uint64 `json:"frames_out"`
+	BytesIn     uint64 `json:"bytes_in"`
+	BytesOut    uint64 `json:"bytes_out"`
 	// Kicks counts KICKs sent, by status name (BAD_FRAME, IDLE_TIMEOUT...).
 	Kicks map[string]uint64 `json:"kicks"`
 

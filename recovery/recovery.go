@@ -434,6 +434,25 @@ func (s *Store) Offline(device string, frame []byte, now time.Time) bool {
 	return false
 }
 
+// Lost keeps a push that was counted as delivered but reached the
+// device's connection after it had closed. Unlike Offline it keeps the push
+// even when the device has no recovery state yet (its first push), since
+// the API already answered "delivered": the push must stay recoverable by
+// resume. With Share the new state is saved to the shared store in the
+// background, so the caller (a downstream worker) never waits on it.
+func (s *Store) Lost(device string, frame []byte, now time.Time) {
+	if s.local(device, frame, now) {
+		return
+	}
+	e := s.Acquire(device)
+	e.Record(frame, s.size)
+	if s.shared == nil {
+		s.Detach(e, now)
+		return
+	}
+	go s.Detach(e, now)
+}
+
 // Keep records a push for devices that are not connected here, like
 // Offline, but waits for the shared store: when it returns nil, every
 // device that has recovery state here or in the shared store has the

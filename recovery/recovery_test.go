@@ -485,3 +485,29 @@ func BenchmarkOffline(b *testing.B) {
 		s.Offline("device-0123456789", f, t0)
 	}
 }
+
+// TestLostKeepsFirstPush: a push counted as delivered that found the
+// connection gone is kept even when it was the device's first push.
+func TestLostKeepsFirstPush(t *testing.T) {
+	now := time.Unix(1000, 0)
+	s := recovery.New(4, time.Minute)
+	s.Lost("first", []byte("frame-1"), now)
+	e := s.Attach("first", now.Add(time.Second))
+	if e == nil {
+		t.Fatal("no recovery state after a lost first push")
+	}
+	var got []string
+	if complete := e.Since(0, func(seq uint32, f []byte) { got = append(got, fmt.Sprint(seq, string(f))) }); !complete {
+		t.Fatal("resume from 0 reported a gap")
+	}
+	if len(got) != 1 || got[0] != "1frame-1" {
+		t.Fatalf("kept %v, want [1frame-1]", got)
+	}
+	// With state already there, Lost records into it like Offline.
+	s.Detach(e, now.Add(2*time.Second))
+	s.Lost("first", []byte("frame-2"), now.Add(3*time.Second))
+	e = s.Attach("first", now.Add(4*time.Second))
+	if e.Seq() != 2 {
+		t.Fatalf("seq %d after a second lost push, want 2", e.Seq())
+	}
+}

@@ -127,6 +127,7 @@ func (c *benchConn) StampPush(frame []byte, _ *downstream.Push) {
 }
 func (c *benchConn) Undelivered(*downstream.Push)  {}
 func (c *benchConn) Terminate(status codec.Status) { c.env.terminated.Add(1) }
+
 // Backlog implements downstream.Conn.
 func (c *benchConn) Backlog() int { return 0 }
 

@@ -171,6 +171,10 @@ func New(opts Options) *Group {
 
 func (g *Group) worker(c Conn) *worker { return g.workers[c.ID()%uint64(len(g.workers))] }
 
+// QueueCap is how many tasks the workers queue in all before push
+// producers wait (MaxQueue per worker).
+func (g *Group) QueueCap() int { return g.opts.MaxQueue * len(g.workers) }
+
 // Workers is the number of writer goroutines.
 func (g *Group) Workers() int { return len(g.workers) }
 
