@@ -326,6 +326,7 @@ func (g *Gateway) Stats() metrics.Snapshot {
 		FramesOut:   d.FramesOut,
 		BytesIn:     h.BytesIn,
 		BytesOut:    d.BytesOut,
+		Writes:      d.Writes,
 		Kicks:       map[string]uint64{},
 		Push: metrics.PushStats{
 			Requests:   g.pushRequests.Load(),

@@ -38,6 +38,7 @@ var (
 	descFramesOut      = desc("frames_out_total", "Frames written to clients.")
 	descBytesIn        = desc("bytes_in_total", "Bytes read from clients.")
 	descBytesOut       = desc("bytes_out_total", "Bytes written to clients.")
+	descWrites         = desc("writes_total", "Write system calls to client sockets; frames_out_total / writes_total is the coalescing ratio.")
 	descKicks          = desc("kicks_total", "KICK frames sent, by status.", "status")
 	descPushRequests   = desc("push_requests_total", "Push API calls accepted (unicast, group and broadcast).")
 	descPushDeliveries = desc("push_deliveries_total", "PUSH frames handed to connections.")
@@ -56,7 +57,7 @@ var (
 
 	allDescs = []*prometheus.Desc{
 		descConnections, descLoggedIn, descAccepted, descRefused, descRateLimited, descLogins,
-		descLoginFailures, descFramesIn, descFramesOut, descBytesIn, descBytesOut,
+		descLoginFailures, descFramesIn, descFramesOut, descBytesIn, descBytesOut, descWrites,
 		descKicks, descPushRequests, descPushDeliveries, descPushOffline,
 		descPushRecovered, descPushAcks, descBizRequests, descBizResults,
 		descBizQueued, descBizInFlight, descBizBreakerOpen, descBizLatency,
@@ -106,6 +107,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	c.counter(ch, descFramesOut, s.FramesOut)
 	c.counter(ch, descBytesIn, s.BytesIn)
 	c.counter(ch, descBytesOut, s.BytesOut)
+	c.counter(ch, descWrites, s.Writes)
 	for status, n := range s.Kicks {
 		c.counter(ch, descKicks, n, status)
 	}

@@ -31,6 +31,7 @@ func sampleSnapshot() Snapshot {
 		FramesOut:   200,
 		BytesIn:     1000,
 		BytesOut:    2000,
+		Writes:      30,
 		Kicks:       map[string]uint64{"IDLE_TIMEOUT": 4, "BAD_FRAME": 1},
 		Push:        PushStats{Requests: 5, Deliveries: 50, Offline: 3, Recovered: 2, Acks: 40},
 		Businesses: []BizStats{
@@ -79,6 +80,9 @@ longlink_bytes_in_total 1000
 # HELP longlink_bytes_out_total Bytes written to clients.
 # TYPE longlink_bytes_out_total counter
 longlink_bytes_out_total 2000
+# HELP longlink_writes_total Write system calls to client sockets; frames_out_total / writes_total is the coalescing ratio.
+# TYPE longlink_writes_total counter
+longlink_writes_total 30
 # HELP longlink_kicks_total KICK frames sent, by status.
 # TYPE longlink_kicks_total counter
 longlink_kicks_total{status="BAD_FRAME"} 1

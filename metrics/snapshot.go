@@ -23,6 +23,9 @@ type Snapshot struct {
 	FramesOut   uint64 `json:"frames_out"`
 	BytesIn     uint64 `json:"bytes_in"`
 	BytesOut    uint64 `json:"bytes_out"`
+	// Writes counts write system calls to client sockets: FramesOut/Writes
+	// is how many frames a write carries on average (coalescing).
+	Writes uint64 `json:"writes"`
 	// Kicks counts KICKs sent, by status name (BAD_FRAME, IDLE_TIMEOUT...).
 	Kicks map[string]uint64 `json:"kicks"`
 
