@@ -32,7 +32,8 @@ const (
 // headless Chromium, gets a token with the page's button, logs in with a
 // token minted here, and checks that a push sent through the API shows on
 // the page, that a request through the page's form gets the echo answer,
-// and that heartbeats run. The page is saved to testdata/artifacts/browser-demo.png.
+// and that heartbeats run. The page is saved to testdata/artifacts/browser-demo.png
+// (not committed; docs/img/browser-demo.png is a reviewed copy).
 func TestBrowserDemo(t *testing.T) {
 	needNode(t)
 	chromium := ensureChromium(t)
