@@ -278,6 +278,19 @@ func (h *Hub) release(c *Conn) {
 	}
 	h.loggedIn.Add(-1)
 	h.reg.remove(c)
+	if h.opts.Cluster != nil {
+		// With a shared route these go to Redis: never on the goroutine
+		// that closed the connection, which may be a downstream worker
+		// serving thousands of other connections.
+		go h.leave(c)
+		return
+	}
+	h.leave(c)
+}
+
+// leave tells the route, the recovery store, the cluster and the events
+// sink that c's device has left this connection.
+func (h *Hub) leave(c *Conn) {
 	if e := c.rec.Load(); e != nil {
 		h.rec.Detach(e, time.Now())
 	}
