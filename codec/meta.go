@@ -67,20 +67,15 @@ func (m Meta) Range(fn func(key, value []byte) bool) {
 // 1..255 bytes and the value at most 65535; longer ones are cut to fit, so
 // a caller bounds them first where that matters.
 func AppendMeta(dst []byte, key string, value []byte) []byte {
-	if len(key) > 255 {
-		key = key[:255]
-	}
-	if len(value) > 0xFFFF {
-		value = value[:0xFFFF]
-	}
-	dst = append(dst, byte(len(key)))
-	dst = append(dst, key...)
-	dst = binary.BigEndian.AppendUint16(dst, uint16(len(value)))
-	return append(dst, value...)
+	return appendMeta(dst, key, value)
 }
 
 // AppendMetaString is AppendMeta for a string value.
 func AppendMetaString(dst []byte, key, value string) []byte {
+	return appendMeta(dst, key, value)
+}
+
+func appendMeta[V string | []byte](dst []byte, key string, value V) []byte {
 	if len(key) > 255 {
 		key = key[:255]
 	}

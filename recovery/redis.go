@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/longlink/longlink/internal/redisscript"
 	"strconv"
 	"time"
 
@@ -158,7 +159,7 @@ return seq`)
 // one pipeline.
 func (r *Redis) Append(ctx context.Context, pushes []Push) ([]bool, error) {
 	size := strconv.Itoa(r.size)
-	cmds, err := runScript(ctx, r.rdb, appendPush, len(pushes), func(i int) ([]string, []any) {
+	cmds, err := redisscript.Run(ctx, r.rdb, appendPush, len(pushes), func(i int) ([]string, []any) {
 		return r.keys(pushes[i].Device), []any{pushes[i].Frame, size}
 	})
 	kept := make([]bool, len(pushes))
@@ -175,36 +176,4 @@ func (r *Redis) Append(ctx context.Context, pushes []Push) ([]bool, error) {
 // Delete drops device's state.
 func (r *Redis) Delete(ctx context.Context, device string) error {
 	return unavailable(r.rdb.Del(ctx, r.keys(device)...).Err())
-}
-
-// runScript runs script n times in one pipeline, with the keys and
-// arguments args(i) gives for the i-th run. It sends EVALSHA, and the runs
-// that Redis answers NOSCRIPT (its script cache is empty after a restart:
-// nothing ran) again as EVAL.
-func runScript(ctx context.Context, rdb redis.UniversalClient, script *redis.Script, n int, args func(i int) ([]string, []any)) ([]*redis.Cmd, error) {
-	cmds := make([]*redis.Cmd, n)
-	_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i := range n {
-			k, a := args(i)
-			cmds[i] = script.EvalSha(ctx, p, k, a...)
-		}
-		return nil
-	})
-	var again []int
-	for i, c := range cmds {
-		if redis.HasErrorPrefix(c.Err(), "NOSCRIPT") {
-			again = append(again, i)
-		}
-	}
-	if len(again) == 0 {
-		return cmds, err
-	}
-	_, err = rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for _, i := range again {
-			k, a := args(i)
-			cmds[i] = script.Eval(ctx, p, k, a...)
-		}
-		return nil
-	})
-	return cmds, err
 }
