@@ -267,7 +267,7 @@ func TestReliabilityHostileInput(t *testing.T) {
 		secret := []byte(testSecret)
 		good := token(t, "dev-bad-tok", time.Hour)
 		badSig := []byte(good)
-		badSig[len(badSig)-3] ^= 0x01
+		badSig[len(badSig)-3] = otherBase64(badSig[len(badSig)-3])
 		cases := []struct {
 			name, token, reason string
 		}{
