@@ -1,6 +1,7 @@
 package conn
 
 import (
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -130,19 +131,32 @@ func (w *wheel) run() {
 		case <-t.C:
 		}
 		now := w.cur.Add(1)
-		expired = w.advance(now, expired[:0])
-		for i, c := range expired {
-			if c.State() == StateAccepted {
-				c.kick(codec.StatusNotLoggedIn, "login timeout")
-			} else {
-				c.kick(codec.StatusIdleTimeout, "no frame within the idle timeout")
-			}
-			expired[i] = nil
-		}
-		if now%sweepEvery == 0 {
-			w.hub.rec.Sweep(time.Now())
-		}
+		expired = w.turn(now, expired[:0], sweepEvery)
 	}
+}
+
+// turn does one tick's work: it kicks the connections past their
+// deadline and, every second, sweeps expired recovery state. A panic is
+// logged and survived: the wheel is the node's only timer.
+func (w *wheel) turn(now uint32, expired []*Conn, sweepEvery uint32) []*Conn {
+	defer func() {
+		if r := recover(); r != nil {
+			w.hub.log.Error("timing wheel recovered from a panic", "panic", r, "stack", string(debug.Stack()))
+		}
+	}()
+	expired = w.advance(now, expired)
+	for i, c := range expired {
+		if c.State() == StateAccepted {
+			c.kick(codec.StatusNotLoggedIn, "login timeout")
+		} else {
+			c.kick(codec.StatusIdleTimeout, "no frame within the idle timeout")
+		}
+		expired[i] = nil
+	}
+	if now%sweepEvery == 0 {
+		w.hub.rec.Sweep(time.Now())
+	}
+	return expired
 }
 
 // advance walks the slot of tick now: connections past their deadline

@@ -1,6 +1,8 @@
 package downstream
 
 import (
+	"log/slog"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -136,9 +138,10 @@ type Stats struct {
 	Deliveries    atomic.Uint64 // pushes copied into an outbox
 	Undelivered   atomic.Uint64 // pushes that found their connection gone
 	SlowConsumers atomic.Uint64
-	Queued        atomic.Int64 // tasks waiting now
-	Pending       atomic.Int64 // connections with unwritten bytes now
-	_             [64]byte     // keep workers' counters on separate cache lines
+	Panics        atomic.Uint64 // panics recovered by the worker
+	Queued        atomic.Int64  // tasks waiting now
+	Pending       atomic.Int64  // connections with unwritten bytes now
+	_             [64]byte      // keep workers' counters on separate cache lines
 }
 
 // New starts the group's workers.
@@ -273,6 +276,7 @@ func (g *Group) Stats() (s Snapshot) {
 		s.Deliveries += w.stats.Deliveries.Load()
 		s.Undelivered += w.stats.Undelivered.Load()
 		s.SlowConsumers += w.stats.SlowConsumers.Load()
+		s.Panics += w.stats.Panics.Load()
 		s.Queued += w.stats.Queued.Load()
 		s.Pending += w.stats.Pending.Load()
 	}
@@ -295,8 +299,8 @@ func (w *worker) publish() {
 
 // Snapshot is Stats summed over the workers, as plain numbers.
 type Snapshot struct {
-	FramesOut, BytesOut, Writes, Deliveries, Undelivered, SlowConsumers uint64
-	Queued, Pending                                                     int64
+	FramesOut, BytesOut, Writes, Deliveries, Undelivered, SlowConsumers, Panics uint64
+	Queued, Pending                                                             int64
 }
 
 // Close stops the workers after they have written what was queued.
@@ -329,15 +333,31 @@ func (w *worker) run() {
 		case <-retry.C:
 			armed = false
 		case <-w.stop:
-			w.drain()
+			w.safeDrain()
 			return
 		}
-		w.drain()
+		w.safeDrain()
 		if len(w.blocked) > 0 && !armed {
 			retry.Reset(w.g.opts.Retry)
 			armed = true
 		}
 	}
+}
+
+// safeDrain is drain that survives a panic (a bug in a connection's
+// transport, say): it is logged with its stack and counted, the round's
+// remaining work is dropped, and the worker goes on serving its other
+// connections instead of taking the node down.
+func (w *worker) safeDrain() {
+	defer func() {
+		if r := recover(); r != nil {
+			w.stats.Panics.Add(1)
+			slog.Error("downstream worker recovered from a panic", "panic", r, "stack", string(debug.Stack()))
+			clear(w.dirty)
+			w.dirty = w.dirty[:0]
+		}
+	}()
+	w.drain()
 }
 
 // drain processes every queued task, then flushes each touched connection

@@ -838,3 +838,43 @@ func TestPushBackpressure(t *testing.T) {
 		}
 	}
 }
+
+// panicConn is a connection whose transport panics when it frames a
+// frame: a bug the worker must survive.
+type panicConn struct{ out downstream.Outbox }
+
+func (c *panicConn) ID() uint64                         { return 2 }
+func (c *panicConn) Outbox() *downstream.Outbox         { return &c.out }
+func (c *panicConn) Write(b []byte) (int, error)        { return len(b), nil }
+func (c *panicConn) Backlog() int                       { return 0 }
+func (c *panicConn) StampPush([]byte, *downstream.Push) {}
+func (c *panicConn) Undelivered(*downstream.Push)       {}
+func (c *panicConn) Terminate(codec.Status)             {}
+func (c *panicConn) AppendFrame(dst, frame []byte) ([]byte, int) {
+	panic("transport bug")
+}
+
+// TestWorkerSurvivesPanic: a panic in one connection's transport is
+// recovered and counted, and the worker goes on serving its others.
+func TestWorkerSurvivesPanic(t *testing.T) {
+	g, _ := newGroup(t, downstream.Options{Workers: 1})
+	srv := newServer(t)
+	a := srv.conn(1, pairOpts{})
+	ra := startReader(a.peer)
+	g.Send(&panicConn{}, respFrame(nil, 1, 0))
+	checkFor(t, waitLong, time.Millisecond, func() error {
+		if p := g.Stats().Panics; p != 1 {
+			return fmt.Errorf("panics = %d, want 1", p)
+		}
+		return nil
+	})
+	for k := 1; k <= 10; k++ {
+		g.Send(a, respFrame(nil, uint32(k), 0))
+	}
+	fs := ra.waitFrames(t, 10, waitLong)
+	for k, f := range fs {
+		if f.Seq != uint32(k+1) {
+			t.Fatalf("frame %d has seq %d", k, f.Seq)
+		}
+	}
+}
