@@ -125,7 +125,7 @@ type worker struct {
 	spareStaging []byte
 	dirty        []Conn
 	blocked      []Conn
-	round        counts // this drain's counts, published to stats once per drain
+	round        counts // this take's counts, published when it ends
 
 	stats Stats
 }
@@ -283,17 +283,16 @@ func (g *Group) Stats() (s Snapshot) {
 	return s
 }
 
-// counts are a worker's counters for one drain, kept in plain fields so
-// that a delivery costs no atomic operation.
-type counts struct{ frames, deliveries, writes, bytes uint64 }
+// counts are the frames and deliveries of one take, kept in plain fields
+// so that a delivery costs no atomic operation; take publishes them
+// before it returns, so the stats never lag what a client has received.
+type counts struct{ frames, deliveries uint64 }
 
-// publish adds the drain's counts to the worker's stats.
+// publish adds the counts of a take to the worker's stats.
 func (w *worker) publish() {
 	r := &w.round
 	w.stats.FramesOut.Add(r.frames)
 	w.stats.Deliveries.Add(r.deliveries)
-	w.stats.Writes.Add(r.writes)
-	w.stats.BytesOut.Add(r.bytes)
 	*r = counts{}
 }
 
@@ -388,7 +387,6 @@ func (w *worker) drain() {
 	if len(w.blocked) > 0 {
 		w.retryBlocked()
 	}
-	w.publish()
 }
 
 // flushSlice is how many connections a worker flushes between two looks
@@ -415,6 +413,7 @@ func (w *worker) take() bool {
 	}
 	w.spare, w.spareStaging = tasks[:0], staging[:0]
 	w.stats.Queued.Store(0)
+	w.publish()
 	return true
 }
 
@@ -485,12 +484,12 @@ func (w *worker) flush(c Conn) {
 	}
 	if len(pending) > 0 || c.Backlog() > 0 {
 		n, err := c.Write(pending)
-		w.round.writes++
+		w.stats.Writes.Add(1)
 		if err != nil {
 			w.terminate(c, ob, codec.StatusOK)
 			return
 		}
-		w.round.bytes += uint64(n)
+		w.stats.BytesOut.Add(uint64(n))
 		if n < len(pending) || c.Backlog() > 0 {
 			if n > 0 {
 				// Progress: the write timeout counts from here, and
