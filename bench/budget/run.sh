@@ -25,6 +25,7 @@ run() { # name server(ll|gpc) server-flags... -- loadtest-flags...
 	sleep 2
 }
 for i in 1 2 3; do
+	run hold10k-$i ll -- -scenario hold -conns 10000 -duration 5s
 	run hold15k-$i ll -- -scenario hold -conns 15000 -duration 10s
 	run gpc-hold15k-$i gpc -- -scenario hold -conns 15000 -duration 10s
 	run group-b2b-$i ll -- -scenario group -conns 15000 -pushes 100 -size 64 -rate 0

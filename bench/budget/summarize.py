@@ -35,6 +35,9 @@ for srv, prefix in (("Longlink", ""), ("goroutine-per-connection", "gpc-")):
     row(f"{srv}: goroutines (15k)", h, lambda r: r["server"]["goroutines"])
     row(f"{srv}: logins/s (15k, 200 dialers)", h, lambda r: r["logins_per_sec"])
     row(f"{srv}: errors (hold)", h, lambda r: r["errors"])
+h10 = load("hold10k")
+row("Longlink: RSS per idle connection, bytes (10k)", h10, lambda r: r["server"]["rss_per_conn"])
+row("Longlink: heap per idle connection, bytes (10k)", h10, lambda r: r["server"]["heap_per_conn"])
 for name in ("hold1k", "hold19k"):
     r = load(name)
     row(f"Longlink: goroutines ({name[4:]})", r, lambda r: r["server"]["goroutines"])
