@@ -435,22 +435,25 @@ func (s *Store) Offline(device string, frame []byte, now time.Time) bool {
 }
 
 // Lost keeps a push that was counted as delivered but reached the
-// device's connection after it had closed. Unlike Offline it keeps the push
-// even when the device has no recovery state yet (its first push), since
-// the API already answered "delivered": the push must stay recoverable by
-// resume. With Share the new state is saved to the shared store in the
-// background, so the caller (a downstream worker) never waits on it.
+// device's connection after it had closed. Without a shared store it keeps
+// the push even when the device has no recovery state yet (its first
+// push), since the API already answered "delivered": the push must stay
+// recoverable by resume. With Share the state of a device that has left
+// this node lives in the shared store, so the push is appended there in
+// the background like Offline's (creating state here instead could
+// overwrite what the shared store holds); a device that had no state
+// anywhere then has nothing to keep it in.
 func (s *Store) Lost(device string, frame []byte, now time.Time) {
+	if s.shared != nil {
+		s.Offline(device, frame, now)
+		return
+	}
 	if s.local(device, frame, now) {
 		return
 	}
 	e := s.Acquire(device)
 	e.Record(frame, s.size)
-	if s.shared == nil {
-		s.Detach(e, now)
-		return
-	}
-	go s.Detach(e, now)
+	s.Detach(e, now)
 }
 
 // Keep records a push for devices that are not connected here, like
