@@ -23,6 +23,15 @@ type slot struct {
 	cur      atomic.Pointer[client]
 	lastPush atomic.Uint32 // highest PUSH seq received by any of its connections
 	token    string        // login token prepared before the connect phase; used once
+	sdk      *sdkDevice    // -sdk: the device's client.Client (cur stays nil)
+}
+
+// isUp reports whether the device is logged in now.
+func (s *slot) isUp() bool {
+	if s.sdk != nil {
+		return s.sdk.up.Load()
+	}
+	return s.cur.Load() != nil
 }
 
 // client is one connection. Its reader goroutine owns the read buffer; all
@@ -201,39 +210,51 @@ func (c *client) next() (f codec.Frame, ok bool, err error) {
 // answered; a close frame is answered and ends the connection
 // (errWSClosed).
 func (c *client) nextWS() (codec.Frame, bool, error) {
+	msg, ok, err := c.nextWSMessage()
+	if err != nil || !ok {
+		return codec.Frame{}, false, err
+	}
+	return wsFrame(msg, c.r.cfg.MaxFrame)
+}
+
+// nextWSMessage takes the next whole binary message out of rbuf without
+// reading; ok is false when more bytes are needed (c.need from rs). The
+// message aliases rbuf (or c.frag) and is valid until the next call or
+// fill. Control frames are handled on the way, as nextWS says.
+func (c *client) nextWSMessage() (msg []byte, ok bool, err error) {
 	max := c.r.cfg.MaxFrame
 	for {
 		b := c.rbuf[c.rs:c.re]
 		h, n, err := wsParseHeader(b, max)
 		if err != nil {
-			return codec.Frame{}, false, err
+			return nil, false, err
 		}
 		if n == 0 {
 			c.need = wsMaxHeader
-			return codec.Frame{}, false, nil
+			return nil, false, nil
 		}
 		if len(b) < n+h.len {
 			c.need = n + h.len
-			return codec.Frame{}, false, nil
+			return nil, false, nil
 		}
 		payload := b[n : n+h.len : n+h.len]
 		c.rs += n + h.len
 		switch h.op {
 		case wsOpBinary:
 			if c.frag != nil {
-				return codec.Frame{}, false, errors.New("websocket: a new message began inside a fragmented one")
+				return nil, false, errors.New("websocket: a new message began inside a fragmented one")
 			}
 			if !h.fin {
 				c.frag = append(make([]byte, 0, 2*len(payload)), payload...)
 				continue
 			}
-			return wsFrame(payload, max)
+			return payload, true, nil
 		case wsOpContinuation:
 			if c.frag == nil {
-				return codec.Frame{}, false, errors.New("websocket: continuation without a message")
+				return nil, false, errors.New("websocket: continuation without a message")
 			}
 			if len(c.frag)+len(payload) > max {
-				return codec.Frame{}, false, fmt.Errorf("websocket: message above -max-frame %d", max)
+				return nil, false, fmt.Errorf("websocket: message above -max-frame %d", max)
 			}
 			c.frag = append(c.frag, payload...)
 			if !h.fin {
@@ -241,9 +262,9 @@ func (c *client) nextWS() (codec.Frame, bool, error) {
 			}
 			msg := c.frag
 			c.frag = nil
-			return wsFrame(msg, max)
+			return msg, true, nil
 		case wsOpText:
-			return codec.Frame{}, false, errors.New("websocket: text message from the server")
+			return nil, false, errors.New("websocket: text message from the server")
 		case wsOpPing:
 			c.sendControl(wsOpPong, payload)
 		case wsOpPong:
@@ -256,9 +277,9 @@ func (c *client) nextWS() (codec.Frame, bool, error) {
 			binary.BigEndian.PutUint16(cb[:], code)
 			c.sendControl(wsOpClose, cb[:])
 			if len(payload) > 2 {
-				return codec.Frame{}, false, fmt.Errorf("%w (%d %q)", errWSClosed, code, payload[2:])
+				return nil, false, fmt.Errorf("%w (%d %q)", errWSClosed, code, payload[2:])
 			}
-			return codec.Frame{}, false, fmt.Errorf("%w (%d)", errWSClosed, code)
+			return nil, false, fmt.Errorf("%w (%d)", errWSClosed, code)
 		}
 	}
 }
@@ -525,7 +546,7 @@ func (r *runner) connect(ctx context.Context, s *slot, resume bool) (*client, er
 	}
 	r.c.dials.Add(1)
 	c := &client{r: r, s: s, rbuf: make([]byte, initialReadBuf), done: make(chan struct{})}
-	if err := r.dial(ctx, c); err != nil {
+	if err := r.dial(ctx, c, r.cfg.target); err != nil {
 		r.c.dialErrors.Add(1)
 		return nil, err
 	}

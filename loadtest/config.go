@@ -100,6 +100,7 @@ type Config struct {
 	TokenTTL        time.Duration // token lifetime; 0 = long enough for the run plus 10m
 	CPUProfile      string        // write the generator's own CPU profile here
 	Pipeline        int           // request, mixed: REQUESTs per write to one connection; 0 = 1
+	SDK             bool          // each device is a client.Client of the Go SDK (sdk.go)
 
 	// Transport: TCP unless WS or TLS.
 	WS            bool   // dial WebSocket (ws://WSAddr/, one frame per binary message)
@@ -154,6 +155,7 @@ func bindFlags(fs *flag.FlagSet, c *Config) {
 	fs.IntVar(&c.MaxFrame, "max-frame", codec.DefaultMaxFrame, "largest frame accepted from the server, bytes")
 	fs.DurationVar(&c.TokenTTL, "token-ttl", 0, "token lifetime (0: the run's length plus 10m)")
 	fs.IntVar(&c.Pipeline, "pipeline", 1, "request, mixed: REQUESTs written to a connection at once, in one write (fewer syscalls on both sides); -rate still counts REQUESTs")
+	fs.BoolVar(&c.SDK, "sdk", false, "each device is a client.Client of the Go SDK (package client): its own heartbeats, acks, dedup, reconnects and resume; see README")
 	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write the generator's own CPU profile to `FILE` (go tool pprof)")
 	fs.BoolVar(&c.WS, "ws", false, "dial WebSocket (ws://<-ws-addr>/, subprotocol longlink.v1, one frame per binary message) instead of TCP")
 	fs.StringVar(&c.WSAddr, "ws-addr", DefaultWSAddr, "gateway WebSocket address (with -ws)")

@@ -3,7 +3,8 @@
 // scenario (hold, request, push, group, mixed) open loop, and reports
 // logins per second, throughput, latency percentiles (HDR histograms) and
 // the server's memory, goroutines and CPU from /v1/stats, as text, JSON
-// (-json) and an HTML report with charts (-html). See README.md.
+// (-json) and an HTML report with charts (-html). With -sdk every device
+// is a client.Client of the Go SDK (sdk.go). See README.md.
 package main
 
 import (

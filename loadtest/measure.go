@@ -151,6 +151,7 @@ type counters struct {
 	respErrors [codec.NumStatus + 1]atomic.Int64
 	unmatched  atomic.Int64 // RESPONSE with a seq we did not wait for (or gave up on)
 	unsent     atomic.Int64 // scheduled requests or pushes with no connection to use
+	reqFailed  atomic.Int64 // -sdk: Request calls that failed other than by a status (ErrDisconnected, ErrQueueFull...)
 
 	pings atomic.Int64 // PING sent
 	pongs atomic.Int64 // PONG received

@@ -67,6 +67,9 @@ type Summary struct {
 	LatencyMs   Percentiles            `json:"latency_ms"`
 	Latencies   map[string]Percentiles `json:"latencies_ms"`
 
+	// SDK is the SDK clients' own counters, summed, with -sdk.
+	SDK *SDKStats `json:"sdk,omitempty"`
+
 	Server    ServerStats    `json:"server"`
 	Generator GeneratorStats `json:"generator"`
 	Config    ConfigEcho     `json:"config"`
@@ -133,6 +136,7 @@ type ConfigEcho struct {
 	Pipeline        int     `json:"pipeline"`
 	APIConcurrency  int     `json:"api_concurrency"`
 	LocalTokens     bool    `json:"local_tokens"`
+	SDK             bool    `json:"sdk"` // every device a client.Client of the Go SDK
 }
 
 // generatorStats reads this process's goroutines, heap, RSS and CPU.
@@ -180,6 +184,7 @@ func (r *runner) errorDetail() map[string]int64 {
 		"write":               c.writeErrors.Load(),
 		"unmatched_responses": c.unmatched.Load(),
 		"unsent":              c.unsent.Load(),
+		"request_failed":      c.reqFailed.Load(),
 		"push_api":            c.pushErrors.Load(),
 		"not_attempted":       r.unattempted,
 	}
@@ -245,6 +250,13 @@ func (r *runner) summary() *Summary {
 	if s.Series == nil {
 		s.Series = []Point{}
 	}
+	if st := r.sdkStats; st != nil {
+		// The SDK's own reconnects (churn cuts, and any other loss) and
+		// complete resumes; the cuts alone are in sdk.churn_cuts.
+		s.SDK = st
+		s.Reconnects = int64(st.Reconnects)
+		s.Resumed = int64(st.Resumed)
+	}
 	if s.ConnectSeconds > 0 {
 		s.LoginsPerSec = float64(r.connectedUp) / s.ConnectSeconds
 	}
@@ -294,7 +306,7 @@ func (r *runner) summary() *Summary {
 		Conns: cfg.Conns, DialConcurrency: cfg.DialConcurrency, SourceIPs: len(cfg.sources),
 		Rate: cfg.Rate, Size: cfg.Size, Biz: cfg.Biz, Duration: cfg.Duration.String(), Ramp: cfg.Ramp.String(),
 		HB: r.hb().String(), Ack: cfg.Ack, Batch: cfg.Batch, Pipeline: cfg.Pipeline, APIConcurrency: cfg.APIConcurrency,
-		LocalTokens: r.secret != nil,
+		LocalTokens: r.secret != nil, SDK: cfg.SDK,
 	}
 	switch cfg.Scenario {
 	case "group":
@@ -386,7 +398,11 @@ func fmtPct(p Percentiles) string {
 // writeText prints the human report.
 func writeText(w io.Writer, s *Summary) {
 	p := func(format string, a ...any) { fmt.Fprintf(w, format+"\n", a...) }
-	p("Longlink load test: scenario %s against %s (%s)", s.Scenario, s.Addr, s.Transport)
+	via := ""
+	if s.Config.SDK {
+		via = ", every device a client.Client (-sdk)"
+	}
+	p("Longlink load test: scenario %s against %s (%s)%s", s.Scenario, s.Addr, s.Transport, via)
 	if t := s.TLS; t != nil {
 		p("  tls          %s, %s, key exchange %s, resumed %v", t.Version, t.CipherSuite, t.KeyExchange, t.Resumed)
 	}
@@ -405,6 +421,12 @@ func writeText(w io.Writer, s *Summary) {
 			s.PushCalls, s.Deliveries, s.ExpectedDeliveries, s.MissingDeliveries, s.DeliveriesPerSec, s.APIDelivered, s.Offline)
 	}
 	p("  heartbeats   %d PING, %d PONG", s.Pings, s.Pongs)
+	if st := s.SDK; st != nil {
+		p("  sdk          %d clients: %d logins (%d reconnects, %d after a churn cut), %d resumed, %d gaps, %d kicks, %d heartbeat timeouts",
+			st.Clients, st.Connects, st.Reconnects, st.ChurnCuts, st.Resumed, st.Gaps, st.Kicks, st.HeartbeatTimeouts)
+		p("               pushes %d handled, %d duplicates dropped, %d unhandled, %d PUSH_ACKs; requests %d sent, %d retried, %d failed",
+			st.PushesReceived, st.DuplicatesDropped, st.Unhandled, st.AcksSent, st.RequestsSent, st.RequestsRetried, st.RequestsFailed)
+	}
 	p("  throughput   %.0f/s", s.ThroughputPerSec)
 	p("  latency      %s: %s", s.LatencyKind, fmtPct(s.LatencyMs))
 	kinds := make([]string, 0, len(s.Latencies))

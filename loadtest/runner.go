@@ -43,6 +43,15 @@ type runner struct {
 
 	lastLogin atomic.Int64 // runner-relative nanos of the latest successful login
 
+	// -sdk (sdk.go): requests are client.Request calls, one goroutine each,
+	// under reqCtx, which teardown cancels; pendingCuts counts churned
+	// clients that have not logged in again yet.
+	reqCtx      context.Context
+	reqCancel   context.CancelFunc
+	reqWG       sync.WaitGroup
+	pendingCuts atomic.Int64
+	sdkStats    *SDKStats // summed over the clients after teardown
+
 	tlsInfo atomic.Pointer[TLSInfo] // what the first TLS handshake negotiated
 
 	errMu     sync.Mutex
@@ -81,8 +90,12 @@ func newRunner(cfg *Config, stderr io.Writer) *runner {
 	r.slots = make([]*slot, cfg.Conns)
 	for i := range r.slots {
 		r.slots[i] = &slot{idx: i, device: cfg.DevicePrefix + strconv.Itoa(i)}
+		if cfg.SDK {
+			r.slots[i].sdk = newSDKDevice(r, r.slots[i])
+		}
 	}
-	if cfg.Scenario == "request" || cfg.Scenario == "mixed" {
+	r.reqCtx, r.reqCancel = context.WithCancel(context.Background())
+	if (cfg.Scenario == "request" || cfg.Scenario == "mixed") && !cfg.SDK {
 		// Room for 10 s of requests in flight before the ring wraps.
 		r.reqs = newReqTable(int(cfg.Rate * 10))
 	} else {
@@ -246,6 +259,7 @@ func (r *runner) run(ctx context.Context) (*Summary, error) {
 	cfg := r.cfg
 	r.t0 = time.Now()
 	defer r.api.Close()
+	defer r.reqCancel()
 
 	// Before any connection of ours: the server's baseline.
 	r.before = r.stats(ctx)
@@ -255,9 +269,12 @@ func (r *runner) run(ctx context.Context) (*Summary, error) {
 
 	bg, stopBG := context.WithCancel(context.Background())
 	var bgWG sync.WaitGroup
-	bgWG.Add(2)
+	bgWG.Add(1)
 	go func() { defer bgWG.Done(); r.sampler(bg) }()
-	go func() { defer bgWG.Done(); r.heartbeats(bg) }()
+	if !cfg.SDK { // an SDK client sends its own PINGs
+		bgWG.Add(1)
+		go func() { defer bgWG.Done(); r.heartbeats(bg) }()
+	}
 	if !cfg.Quiet {
 		r.prog = newProgress(r, r.stderr)
 		bgWG.Add(1)
@@ -338,7 +355,13 @@ func (r *runner) connectAll(ctx context.Context) {
 				if ctx.Err() != nil {
 					return
 				}
-				if _, err := r.connect(ctx, r.slots[i], false); err != nil {
+				var err error
+				if cfg.SDK {
+					err = r.connectSDK(ctx, r.slots[i])
+				} else {
+					_, err = r.connect(ctx, r.slots[i], false)
+				}
+				if err != nil {
 					r.noteError(err.Error())
 					continue
 				}
@@ -386,7 +409,7 @@ func (r *runner) ensureGroup(ctx context.Context) {
 		batch = batch[:0]
 	}
 	for _, s := range r.slots {
-		if s.cur.Load() != nil {
+		if s.isUp() {
 			batch = append(batch, s.device)
 			if len(batch) == groupJoinBatch {
 				flush()
@@ -482,6 +505,10 @@ func (r *runner) fireRequest(i int64, intended time.Time) {
 	if n == 0 {
 		return
 	}
+	if r.cfg.SDK {
+		r.fireRequestSDK(i, intended)
+		return
+	}
 	at := int64(intended.Sub(r.t0))
 	if at <= 0 {
 		at = 1
@@ -565,6 +592,10 @@ const churnWait = time.Second
 // again with resume, as a phone switching networks would.
 func (r *runner) churn(ctx context.Context, i int64) {
 	s := r.slots[i]
+	if s.sdk != nil {
+		r.churnSDK(ctx, s.sdk)
+		return
+	}
 	c := s.cur.Load()
 	if !c.usable() {
 		return
@@ -591,17 +622,18 @@ func (r *runner) churn(ctx context.Context, i int64) {
 // outstanding is what the drain waits for: requests not answered and
 // deliveries not received.
 func (r *runner) outstanding() (lost, missing int64) {
-	lost = r.c.requests.Load() - r.c.responses.Load() - r.c.respErrorTotal()
+	lost = r.c.requests.Load() - r.c.responses.Load() - r.c.respErrorTotal() - r.c.reqFailed.Load()
 	missing = r.c.expected.Load() - r.c.deliveries.Load()
 	return max(lost, 0), max(missing, 0)
 }
 
-// drain waits up to -drain for the answers to what the load phase sent.
+// drain waits up to -drain for the answers to what the load phase sent
+// (and, with -sdk, for churned clients to be logged in again).
 func (r *runner) drain(ctx context.Context) {
 	deadline := time.Now().Add(r.cfg.Drain)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		lost, missing := r.outstanding()
-		if lost == 0 && missing == 0 {
+		if lost == 0 && missing == 0 && r.pendingCuts.Load() == 0 {
 			return
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -614,6 +646,10 @@ func (r *runner) drain(ctx context.Context) {
 // readers.
 func (r *runner) teardown() {
 	r.stopping.Store(true)
+	if r.cfg.SDK {
+		r.teardownSDK()
+		return
+	}
 	for _, s := range r.slots {
 		if c := s.cur.Load(); c != nil {
 			c.closing.Store(true)
@@ -714,7 +750,7 @@ func (r *runner) liveErrors() int64 {
 	c := &r.c
 	n := c.dialErrors.Load() + c.loginErrors.Load() + c.disconnects.Load() + c.kickTotal() +
 		c.protoErrors.Load() + c.writeErrors.Load() + c.respErrorTotal() + c.unmatched.Load() +
-		c.unsent.Load() + c.pushErrors.Load()
+		c.unsent.Load() + c.pushErrors.Load() + c.reqFailed.Load()
 	if r.cfg.Scenario != "mixed" {
 		n += c.pushOffline.Load()
 	}

@@ -209,4 +209,70 @@ func TestSmokeRealGateway(t *testing.T) {
 			})
 		}
 	}
+
+	// -sdk: every device a client.Client of the Go SDK. hold, request,
+	// push and mixed over TCP; request over WebSocket and TLS.
+	const sdkConns = 200
+	sdkBase := []string{"-sdk", "-api", "http://" + g.api, "-api-key", testAPIKey, "-jwt-secret", testSecret,
+		"-conns", strconv.Itoa(sdkConns), "-dial-concurrency", "20", "-duration", "1s", "-drain", "3s",
+		"-dial-timeout", "3s", "-connect-timeout", "10s"}
+	sdkCases := []struct {
+		transport, scenario string
+		extra               []string
+		check               func(t *testing.T, s *Summary)
+	}{
+		{"tcp", "hold", []string{"-hb", "500ms"}, func(t *testing.T, s *Summary) {
+			if s.Pongs < sdkConns || s.LatencyKind != "ping" {
+				t.Errorf("pongs %d, latency kind %s", s.Pongs, s.LatencyKind)
+			}
+		}},
+		{"tcp", "request", []string{"-rate", "500"}, func(t *testing.T, s *Summary) {
+			if s.Requests < 400 || s.Responses != s.Requests || s.SDK.RequestsFailed != 0 {
+				t.Errorf("requests %d responses %d sdk %+v", s.Requests, s.Responses, *s.SDK)
+			}
+		}},
+		{"ws", "request", []string{"-rate", "500"}, func(t *testing.T, s *Summary) {
+			if s.Requests < 400 || s.Responses != s.Requests {
+				t.Errorf("requests %d responses %d", s.Requests, s.Responses)
+			}
+		}},
+		{"tls", "request", []string{"-rate", "500"}, func(t *testing.T, s *Summary) {
+			if s.Requests < 400 || s.Responses != s.Requests {
+				t.Errorf("requests %d responses %d", s.Requests, s.Responses)
+			}
+		}},
+		{"tcp", "push", []string{"-rate", "200", "-ack"}, func(t *testing.T, s *Summary) {
+			if s.PushCalls < 150 || s.Deliveries != s.PushCalls || s.SDK.PushesReceived != uint64(s.Deliveries) {
+				t.Errorf("push calls %d deliveries %d sdk pushes %d", s.PushCalls, s.Deliveries, s.SDK.PushesReceived)
+			}
+			if s.SDK.AcksSent == 0 {
+				t.Error("no PUSH_ACK")
+			}
+		}},
+		{"tcp", "mixed", []string{"-rate", "200", "-push-rate", "50", "-churn", "10"}, func(t *testing.T, s *Summary) {
+			st := s.SDK
+			if st.ChurnCuts == 0 || s.Requests == 0 || s.Deliveries == 0 {
+				t.Errorf("churn cuts %d requests %d deliveries %d", st.ChurnCuts, s.Requests, s.Deliveries)
+			}
+			// The SDK reconnects after each cut by itself and resumes
+			// completely (far fewer pushes than -recover-size).
+			if s.Reconnects != st.ChurnCuts || s.Resumed != s.Reconnects || st.Gaps != 0 {
+				t.Errorf("cuts %d reconnects %d resumed %d gaps %d", st.ChurnCuts, s.Reconnects, s.Resumed, st.Gaps)
+			}
+		}},
+	}
+	for _, c := range sdkCases {
+		t.Run("sdk/"+c.transport+"/"+c.scenario, func(t *testing.T) {
+			args := append(append(append([]string{"-scenario", c.scenario}, sdkBase...), g.args(c.transport)...), c.extra...)
+			args = append(args, "-device-prefix", "smoke-sdk-"+c.transport+"-"+c.scenario+"-")
+			code, s, _, _ := runGenerator(t, args...)
+			if code != 0 || s.Errors != 0 {
+				t.Fatalf("exit %d, errors %d: %v\n%s", code, s.Errors, s.ErrorDetail, strings.Join(s.ErrorSample, "\n"))
+			}
+			if s.Connections != sdkConns || s.SDK == nil || s.SDK.Clients != sdkConns || s.Transport != c.transport {
+				t.Fatalf("connections %d, transport %s, sdk %+v", s.Connections, s.Transport, s.SDK)
+			}
+			c.check(t, s)
+		})
+	}
 }

@@ -19,32 +19,33 @@ import (
 // Every transport keeps the generator's shape: one reader goroutine per
 // connection, writes under the connection's mutex, no timer.
 
-// dial connects c to the gateway over the configured transport: a TCP
+// dial connects c to the gateway at addr (the configured target, or a
+// KICK's redirect in -sdk mode) over the configured transport: a TCP
 // connection from the next source address, then the TLS handshake or the
 // WebSocket upgrade, all within -dial-timeout. On success c.nc is ready
 // for LOGIN.
-func (r *runner) dial(ctx context.Context, c *client) error {
+func (r *runner) dial(ctx context.Context, c *client, addr string) error {
 	cfg := r.cfg
 	ctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
 	defer cancel()
-	nc, err := r.dialer().DialContext(ctx, "tcp", cfg.target)
+	nc, err := r.dialer().DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return fmt.Errorf("dial %s: %w", cfg.target, err)
+		return fmt.Errorf("dial %s: %w", addr, err)
 	}
 	switch cfg.transport {
 	case "tls":
 		tc := tls.Client(nc, cfg.tlsConf)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			_ = nc.Close()
-			return fmt.Errorf("tls handshake with %s: %w", cfg.target, err)
+			return fmt.Errorf("tls handshake with %s: %w", addr, err)
 		}
 		r.noteTLS(tc)
 		c.nc = tc
 	case "ws":
 		c.nc = nc
-		if err := c.upgrade(cfg.target); err != nil {
+		if err := c.upgrade(addr); err != nil {
 			_ = nc.Close()
-			return fmt.Errorf("websocket upgrade with %s: %w", cfg.target, err)
+			return fmt.Errorf("websocket upgrade with %s: %w", addr, err)
 		}
 	default:
 		c.nc = nc
