@@ -1,7 +1,6 @@
 package client_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -10,16 +9,13 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/longlink/longlink/internal/gatewaytest"
 )
 
 // The tests here and the examples run against the real gateway: TestMain
@@ -46,11 +42,9 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	gatewayBinary = filepath.Join(dir, "longlink")
-	build := exec.Command("go", "build", "-o", gatewayBinary, "github.com/longlink/longlink")
-	if out, err := build.CombinedOutput(); err != nil {
-		gatewayBuildErr = fmt.Errorf("building the gateway: %v\n%s", err, out)
-		gatewayBinary = ""
+	gatewayBinary, err = gatewaytest.BuildBinary(context.Background(), dir, false)
+	if err != nil {
+		gatewayBuildErr = fmt.Errorf("building the gateway: %w", err)
 		fmt.Fprintln(os.Stderr, "client tests: the gateway does not build; tests that need it are skipped, examples fail:", gatewayBuildErr)
 	}
 	var example *gateway
@@ -78,30 +72,9 @@ type gateway struct {
 	args     []string
 	extra    []string
 
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan error
-	logs *logBuffer
-}
-
-type logBuffer struct {
 	mu sync.Mutex
-	b  bytes.Buffer
+	p  *gatewaytest.Process
 }
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-var listenRE = regexp.MustCompile(`msg=listening proto=(\w+) addr=(\S+)`)
 
 // launch starts a gateway; addresses nil means free loopback ports.
 func launch(node string, addrs []string, extra []string) (*gateway, error) {
@@ -123,49 +96,20 @@ func launch(node string, addrs []string, extra []string) (*gateway, error) {
 
 func (g *gateway) start(listen, api string) error {
 	args := append(append([]string{"-listen", listen, "-api-listen", api}, g.args...), g.extra...)
-	cmd := exec.Command(gatewayBinary, args...)
-	logs := &logBuffer{}
-	pr, pw := io.Pipe()
-	cmd.Stdout = logs
-	cmd.Stderr = io.MultiWriter(logs, pw)
-	if err := cmd.Start(); err != nil {
+	p, err := gatewaytest.Start(gatewayBinary, args, gatewaytest.Listeners{TCP: true, API: true})
+	var se *gatewaytest.StartError
+	switch {
+	case errors.As(err, &se) && se.Exited:
+		return fmt.Errorf("gateway %s exited at start: %v\n%s", g.node, se.Err, se.Logs)
+	case errors.As(err, &se):
+		return fmt.Errorf("gateway %s did not start in time:\n%s", g.node, se.Logs)
+	case err != nil:
 		return err
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait(); pw.Close() }()
-	found := make(chan [2]string, 1)
-	go func() {
-		var tcp, http string
-		sc := bufio.NewScanner(pr)
-		for sc.Scan() {
-			if m := listenRE.FindStringSubmatch(sc.Text()); m != nil {
-				switch m[1] {
-				case "tcp":
-					tcp = m[2]
-				case "http":
-					http = "http://" + m[2]
-				}
-				if tcp != "" && http != "" {
-					found <- [2]string{tcp, http}
-					break
-				}
-			}
-		}
-		_, _ = io.Copy(io.Discard, pr)
-	}()
-	select {
-	case a := <-found:
-		g.mu.Lock()
-		g.tcp, g.api, g.cmd, g.done, g.logs = a[0], a[1], cmd, done, logs
-		g.mu.Unlock()
-		return nil
-	case err := <-done:
-		return fmt.Errorf("gateway %s exited at start: %v\n%s", g.node, err, logs)
-	case <-time.After(30 * time.Second):
-		cmd.Process.Kill()
-		<-done
-		return fmt.Errorf("gateway %s did not start in time:\n%s", g.node, logs)
-	}
+	g.mu.Lock()
+	g.tcp, g.api, g.p = p.TCP, p.API, p
+	g.mu.Unlock()
+	return nil
 }
 
 // startGateway starts a gateway for one test, stopped at its end.
@@ -187,42 +131,19 @@ func startGateway(t *testing.T, node string, extra ...string) *gateway {
 	return g
 }
 
-func (g *gateway) log() string {
+func (g *gateway) process() *gatewaytest.Process {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.logs.String()
+	return g.p
 }
+
+func (g *gateway) log() string { return g.process().Logs() }
 
 // kill stops the process with SIGKILL: no drain, no KICK.
-func (g *gateway) kill() {
-	g.mu.Lock()
-	cmd, done := g.cmd, g.done
-	g.mu.Unlock()
-	if cmd.ProcessState != nil {
-		return
-	}
-	cmd.Process.Kill()
-	<-done
-}
+func (g *gateway) kill() { g.process().Kill() }
 
 // terminate sends SIGTERM (the gateway drains) and waits for the exit.
-func (g *gateway) terminate() error {
-	g.mu.Lock()
-	cmd, done := g.cmd, g.done
-	g.mu.Unlock()
-	if cmd.ProcessState != nil {
-		return nil
-	}
-	cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-done:
-		return err
-	case <-time.After(20 * time.Second):
-		cmd.Process.Kill()
-		<-done
-		return errors.New("gateway did not stop on SIGTERM within 20s")
-	}
-}
+func (g *gateway) terminate() error { return g.process().Stop(20 * time.Second) }
 
 // restart starts the gateway again on the same addresses.
 func (g *gateway) restart(t *testing.T) {

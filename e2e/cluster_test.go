@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -367,8 +366,7 @@ func TestClusterNodeKilled(t *testing.T) {
 		t.Fatalf("k1 through A: %v %s", online, node)
 	}
 	killed := time.Now()
-	_ = b.cmd.Process.Signal(syscall.SIGKILL)
-	<-b.done
+	b.Kill()
 	// Offline within the node TTL (2s) plus a renewal and a cache period,
 	// far below the 30s the design allows: no per-device expiry involved.
 	a.clWaitOffline("k1", 8*time.Second)

@@ -499,18 +499,17 @@ func TestRateLimit(t *testing.T) {
 func TestShutdownKicks(t *testing.T) {
 	s := startServer(t)
 	c, _ := loggedIn(t, s, "dev-sd")
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	_ = s.Cmd.Process.Signal(syscall.SIGTERM)
 	f := c.read(10 * time.Second)
 	if f.Op != codec.OpKick || f.Status != codec.StatusShuttingDown {
 		t.Fatalf("got %v %v, want KICK SHUTTING_DOWN", f.Op, f.Status)
 	}
 	c.expectClosed(10 * time.Second)
 	select {
-	case err := <-s.done:
+	case err := <-s.Exited():
 		if err != nil {
-			t.Fatalf("exit: %v\n%s", err, s.logs)
+			t.Fatalf("exit: %v\n%s", err, s.Logs())
 		}
-		s.done <- nil
 	case <-time.After(15 * time.Second):
 		t.Fatal("gateway did not exit after SIGTERM")
 	}

@@ -1,27 +1,23 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/longlink/longlink/codec"
+	"github.com/longlink/longlink/internal/gatewaytest"
 )
 
 const (
@@ -37,10 +33,8 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	gatewayBin = filepath.Join(dir, "longlink")
-	build := exec.Command("go", "build", "-race", "-o", gatewayBin, "github.com/longlink/longlink")
-	build.Stdout, build.Stderr = os.Stdout, os.Stderr
-	if err := build.Run(); err != nil {
+	gatewayBin, err = gatewaytest.BuildBinary(context.Background(), dir, true)
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "building the gateway:", err)
 		os.Exit(1)
 	}
@@ -49,37 +43,14 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// server is a running gateway process.
+// server is a running gateway process: TCP, WS ("" unless started with
+// -ws-listen), TLS ("" unless started with -tls-listen) and API (base
+// URL) are its bound addresses.
 type server struct {
+	*gatewaytest.Process
 	t    *testing.T
-	cmd  *exec.Cmd
-	TCP  string // bound TCP address
-	WS   string // bound WebSocket address ("" unless started with -ws-listen)
-	TLS  string // bound TLS address ("" unless started with -tls-listen)
-	API  string // base URL of the API
 	Node string
-	logs *logBuffer
-	done chan error
 }
-
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-var listenRE = regexp.MustCompile(`msg=listening proto=(\w+) addr=(\S+)`)
 
 // startServer runs the gateway with the test secrets on free loopback
 // ports; extra flags are appended (later flags win).
@@ -91,71 +62,34 @@ func startServer(t *testing.T, extra ...string) *server {
 		"-node", node, "-api-key", testAPIKey, "-jwt-secret", testSecret, "-biz", "1=echo",
 	}
 	args = append(args, extra...)
-	wantWS, wantTLS := false, false
+	want := gatewaytest.Listeners{TCP: true, API: true}
 	for i, a := range extra {
 		if i+1 < len(extra) && extra[i+1] != "" {
-			wantWS = wantWS || a == "-ws-listen"
-			wantTLS = wantTLS || a == "-tls-listen"
+			want.WS = want.WS || a == "-ws-listen"
+			want.TLS = want.TLS || a == "-tls-listen"
 		}
 	}
-	cmd := exec.Command(gatewayBin, args...)
-	s := &server{t: t, cmd: cmd, Node: node, logs: &logBuffer{}, done: make(chan error, 1)}
-	pr, pw := io.Pipe()
-	cmd.Stdout = s.logs
-	cmd.Stderr = io.MultiWriter(s.logs, pw)
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start gateway: %v", err)
+	p, err := gatewaytest.Start(gatewayBin, args, want)
+	if err != nil {
+		t.Fatal(err)
 	}
-	go func() { s.done <- cmd.Wait(); pw.Close() }()
-	found := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(pr)
-		for sc.Scan() {
-			if m := listenRE.FindStringSubmatch(sc.Text()); m != nil {
-				switch m[1] {
-				case "tcp":
-					s.TCP = m[2]
-				case "http":
-					s.API = "http://" + m[2]
-				case "ws":
-					s.WS = m[2]
-				case "tls":
-					s.TLS = m[2]
-				}
-				if s.TCP != "" && s.API != "" && (s.WS != "" || !wantWS) && (s.TLS != "" || !wantTLS) {
-					close(found)
-					break
-				}
-			}
-		}
-		_, _ = io.Copy(io.Discard, pr)
-	}()
-	select {
-	case <-found:
-	case err := <-s.done:
-		t.Fatalf("gateway exited at start: %v\n%s", err, s.logs)
-	case <-time.After(30 * time.Second):
-		t.Fatalf("gateway did not start in time:\n%s", s.logs)
-	}
+	s := &server{Process: p, t: t, Node: node}
 	t.Cleanup(func() { s.stop() })
 	return s
 }
 
 // stop terminates the gateway with SIGTERM and waits for it.
 func (s *server) stop() {
-	if s.cmd.ProcessState != nil {
-		return
-	}
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-s.done:
-	case <-time.After(15 * time.Second):
-		_ = s.cmd.Process.Kill()
-		<-s.done
-		s.t.Errorf("gateway did not stop on SIGTERM within 15s:\n%s", s.logs)
+	case <-s.Exited():
+		return
+	default:
 	}
-	if strings.Contains(s.logs.String(), "DATA RACE") || strings.Contains(s.logs.String(), "panic:") {
-		s.t.Errorf("gateway reported a race or panic:\n%s", s.logs)
+	if err := s.Stop(15 * time.Second); errors.Is(err, gatewaytest.ErrStopTimeout) {
+		s.t.Errorf("%v:\n%s", err, s.Logs())
+	}
+	if strings.Contains(s.Logs(), "DATA RACE") || strings.Contains(s.Logs(), "panic:") {
+		s.t.Errorf("gateway reported a race or panic:\n%s", s.Logs())
 	}
 }
 

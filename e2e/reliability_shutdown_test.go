@@ -42,7 +42,7 @@ func TestReliabilityGracefulShutdown(t *testing.T) {
 		t.Fatal("the request did not reach the business")
 	}
 	term := time.Now()
-	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := s.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 
@@ -102,18 +102,17 @@ func TestReliabilityGracefulShutdown(t *testing.T) {
 	}
 	idle.kickedWith(codec.StatusShuttingDown, 5*time.Second)
 	select {
-	case err := <-s.done:
+	case err := <-s.Exited():
 		if err != nil {
-			t.Fatalf("exit: %v\n%s", err, s.logs)
+			t.Fatalf("exit: %v\n%s", err, s.Logs())
 		}
-		s.done <- nil
 	case <-time.After(10 * time.Second):
 		t.Fatal("gateway did not exit after SIGTERM")
 	}
 	if el := time.Since(term); el > 5*time.Second {
 		t.Errorf("exit %v after SIGTERM, over the 5s drain timeout", el)
 	}
-	if logs := s.logs.String(); strings.Contains(logs, "DATA RACE") || strings.Contains(logs, "panic:") {
+	if logs := s.Logs(); strings.Contains(logs, "DATA RACE") || strings.Contains(logs, "panic:") {
 		t.Errorf("gateway reported a race or panic:\n%s", logs)
 	}
 }

@@ -1,61 +1,16 @@
 package e2e
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"net"
-	"os"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/longlink/longlink/codec"
+	"github.com/longlink/longlink/internal/gatewaytest"
 )
-
-// writeCert writes a self-signed certificate for 127.0.0.1 named cn and
-// returns the pool that trusts it.
-func writeCert(t *testing.T, dir, cn string) *x509.CertPool {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: cn},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	write := func(name string, b *pem.Block) {
-		if err := os.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(b), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	write("cert.pem", &pem.Block{Type: "CERTIFICATE", Bytes: der})
-	write("key.pem", &pem.Block{Type: "EC PRIVATE KEY", Bytes: kb})
-	cert, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return pool
-}
 
 func dialTLS(t *testing.T, addr string, pool *x509.CertPool) (*client, *tls.Conn) {
 	t.Helper()
@@ -69,8 +24,11 @@ func dialTLS(t *testing.T, addr string, pool *x509.CertPool) (*client, *tls.Conn
 
 func TestTLS(t *testing.T) {
 	dir := t.TempDir()
-	pool := writeCert(t, dir, "first")
-	s := startServer(t, "-tls-listen", "127.0.0.1:0", "-tls-cert", filepath.Join(dir, "cert.pem"), "-tls-key", filepath.Join(dir, "key.pem"))
+	certFile, keyFile, pool, err := gatewaytest.WriteCert(dir, "first")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := startServer(t, "-tls-listen", "127.0.0.1:0", "-tls-cert", certFile, "-tls-key", keyFile)
 	if s.TLS == "" {
 		t.Fatal("no tls listener reported")
 	}
@@ -115,8 +73,11 @@ func TestTLS(t *testing.T) {
 	}
 	// SIGHUP reloads the certificate: new handshakes see the new one, the
 	// connection already up keeps working.
-	pool2 := writeCert(t, dir, "second")
-	if err := s.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+	_, _, pool2, err := gatewaytest.WriteCert(dir, "second")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	checkFor(t, 5*time.Second, 50*time.Millisecond, func() error {

@@ -1,19 +1,16 @@
 package main
 
 import (
-	"bytes"
 	"context"
+	"errors"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/longlink/longlink/internal/gatewaytest"
 )
 
 // realGateway is a gateway process started by startRealGateway, with the
@@ -34,28 +31,6 @@ func (g *realGateway) args(transport string) []string {
 	return []string{"-addr", g.tcp}
 }
 
-// syncBuffer is a bytes.Buffer the gateway's output can be copied into
-// while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// listeningRE matches the gateway's log line for each listener.
-var listeningRE = regexp.MustCompile(`msg=listening proto=(\w+) addr=(\S+)`)
-
 // startRealGateway builds the gateway (github.com/longlink/longlink) and
 // starts it with TCP, WebSocket, TLS (a certificate made here) and the API
 // on free loopback ports, which it reads back from the gateway's log. It
@@ -64,72 +39,54 @@ var listeningRE = regexp.MustCompile(`msg=listening proto=(\w+) addr=(\S+)`)
 func startRealGateway(t *testing.T) *realGateway {
 	t.Helper()
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "longlink")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/longlink/longlink")
-	if out, err := build.CombinedOutput(); err != nil {
+	bin, err := gatewaytest.BuildBinary(ctx, dir, false)
+	if err != nil {
 		if os.Getenv("LONGLINK_SMOKE_REQUIRED") == "1" {
-			t.Fatalf("the gateway does not build: %v\n%s", err, out)
+			t.Fatalf("the gateway does not build: %v", err)
 		}
-		t.Skipf("the gateway does not build (set LONGLINK_SMOKE_REQUIRED=1 to fail instead): %v\n%s", err, out)
+		t.Skipf("the gateway does not build (set LONGLINK_SMOKE_REQUIRED=1 to fail instead): %v", err)
 	}
 	certFile, keyFile, _ := writeTestCert(t, dir)
-	g := &realGateway{caFile: certFile}
-	var logs syncBuffer
-	cmd := exec.Command(bin, "-listen", "127.0.0.1:0", "-ws-listen", "127.0.0.1:0",
+	deadline := time.Now().Add(15 * time.Second)
+	p, err := gatewaytest.StartWithin(bin, []string{"-listen", "127.0.0.1:0", "-ws-listen", "127.0.0.1:0",
 		"-tls-listen", "127.0.0.1:0", "-tls-cert", certFile, "-tls-key", keyFile,
 		"-api-listen", "127.0.0.1:0", "-node", "smoke",
-		"-api-key", testAPIKey, "-jwt-secret", testSecret, "-biz", "1=echo", "-log-level", "info")
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
+		"-api-key", testAPIKey, "-jwt-secret", testSecret, "-biz", "1=echo", "-log-level", "info"},
+		gatewaytest.Listeners{TCP: true, WS: true, TLS: true, API: true}, time.Until(deadline))
+	var se *gatewaytest.StartError
+	switch {
+	case errors.As(err, &se) && se.Exited:
+		t.Fatalf("the gateway exited: %v\n%s", se.Err, se.Logs)
+	case errors.As(err, &se):
+		t.Fatalf("the gateway did not come up (tcp %q ws %q tls %q api %q)\n%s", se.TCP, se.WS, se.TLS, strings.TrimPrefix(se.API, "http://"), se.Logs)
+	case err != nil:
 		t.Fatal(err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
 	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(15 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
+		_ = p.Stop(15 * time.Second)
 		if t.Failed() {
-			t.Logf("gateway output:\n%s", logs.String())
+			t.Logf("gateway output:\n%s", p.Logs())
 		}
 	})
-	deadline := time.Now().Add(15 * time.Second)
+	g := &realGateway{tcp: p.TCP, ws: p.WS, tls: p.TLS, api: strings.TrimPrefix(p.API, "http://"), caFile: certFile}
 	for {
 		select {
-		case err := <-exited:
-			t.Fatalf("the gateway exited: %v\n%s", err, logs.String())
+		case err := <-p.Exited():
+			t.Fatalf("the gateway exited: %v\n%s", err, p.Logs())
 		default:
 		}
-		for _, m := range listeningRE.FindAllStringSubmatch(logs.String(), -1) {
-			switch m[1] {
-			case "tcp":
-				g.tcp = m[2]
-			case "ws":
-				g.ws = m[2]
-			case "tls":
-				g.tls = m[2]
-			case "http":
-				g.api = m[2]
-			}
-		}
-		if g.tcp != "" && g.ws != "" && g.tls != "" && g.api != "" {
-			req, _ := http.NewRequest(http.MethodGet, "http://"+g.api+"/v1/stats", nil)
-			req.Header.Set("Authorization", "Bearer "+testAPIKey)
-			if resp, err := http.DefaultClient.Do(req); err == nil {
-				resp.Body.Close()
-				if resp.StatusCode == http.StatusOK {
-					return g
-				}
+		req, _ := http.NewRequest(http.MethodGet, p.API+"/v1/stats", nil)
+		req.Header.Set("Authorization", "Bearer "+testAPIKey)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return g
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the gateway did not come up (tcp %q ws %q tls %q api %q)\n%s", g.tcp, g.ws, g.tls, g.api, logs.String())
+			t.Fatalf("the gateway did not come up (tcp %q ws %q tls %q api %q)\n%s", g.tcp, g.ws, g.tls, g.api, p.Logs())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
