@@ -148,11 +148,7 @@ func (s *server) changeMembers(w http.ResponseWriter, r *http.Request, verb stri
 	if err := change(r.Context(), group, b.Devices); err != nil {
 		return nil, fmt.Errorf("%s group %q: %w", verb, group, err)
 	}
-	n, err := s.gw.GroupSize(r.Context(), group)
-	if err != nil {
-		return nil, fmt.Errorf("size of group %q: %w", group, err)
-	}
-	return groupBody{Group: group, Members: n}, nil
+	return s.groupAnswer(r.Context(), group)
 }
 
 // group is GET /v1/groups/{group}.
@@ -161,7 +157,12 @@ func (s *server) group(_ http.ResponseWriter, r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	n, err := s.gw.GroupSize(r.Context(), group)
+	return s.groupAnswer(r.Context(), group)
+}
+
+// groupAnswer is {"group":...,"members":n} for group as it is now.
+func (s *server) groupAnswer(ctx context.Context, group string) (any, error) {
+	n, err := s.gw.GroupSize(ctx, group)
 	if err != nil {
 		return nil, fmt.Errorf("size of group %q: %w", group, err)
 	}
