@@ -83,11 +83,7 @@ func (s *server) pushGroup(w http.ResponseWriter, r *http.Request) (any, error) 
 	if err != nil {
 		return nil, err
 	}
-	var b messageBody
-	if err := s.decode(w, r, &b, false); err != nil {
-		return nil, err
-	}
-	msg, err := b.message()
+	msg, err := s.decodeMessage(w, r)
 	if err != nil {
 		return nil, err
 	}
@@ -102,13 +98,18 @@ func (s *server) pushGroup(w http.ResponseWriter, r *http.Request) (any, error) 
 	return groupPushBody{Delivered: n, Members: members}, nil
 }
 
-// broadcast is POST /v1/broadcast.
-func (s *server) broadcast(w http.ResponseWriter, r *http.Request) (any, error) {
+// decodeMessage reads the body of a group push or a broadcast.
+func (s *server) decodeMessage(w http.ResponseWriter, r *http.Request) (Message, error) {
 	var b messageBody
 	if err := s.decode(w, r, &b, false); err != nil {
-		return nil, err
+		return Message{}, err
 	}
-	msg, err := b.message()
+	return b.message()
+}
+
+// broadcast is POST /v1/broadcast.
+func (s *server) broadcast(w http.ResponseWriter, r *http.Request) (any, error) {
+	msg, err := s.decodeMessage(w, r)
 	if err != nil {
 		return nil, err
 	}

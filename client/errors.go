@@ -33,13 +33,7 @@ type KickError struct {
 	Redirect string // meta "redirect", the address to reconnect to, if any
 }
 
-func (e *KickError) Error() string {
-	s := "client: kicked: " + e.Status.String()
-	if e.Reason != "" {
-		s += ": " + e.Reason
-	}
-	return s
-}
+func (e *KickError) Error() string { return statusText("kicked", e.Status, e.Reason) }
 
 // LoginError is a LOGIN_ACK whose status is not OK. UNAUTHORIZED is
 // terminal; others make the client try again.
@@ -48,13 +42,7 @@ type LoginError struct {
 	Reason string // meta "reason" or the body
 }
 
-func (e *LoginError) Error() string {
-	s := "client: login refused: " + e.Status.String()
-	if e.Reason != "" {
-		s += ": " + e.Reason
-	}
-	return s
-}
+func (e *LoginError) Error() string { return statusText("login refused", e.Status, e.Reason) }
 
 // StatusError is a RESPONSE whose status is not OK: the business (or the
 // gateway for it) refused or failed the request. Message is the body.
@@ -63,12 +51,15 @@ type StatusError struct {
 	Message string
 }
 
-func (e *StatusError) Error() string {
-	s := "client: request failed: " + e.Status.String()
-	if e.Message != "" {
-		s += ": " + e.Message
+func (e *StatusError) Error() string { return statusText("request failed", e.Status, e.Message) }
+
+// statusText is "client: <what>: <STATUS>[: <detail>]".
+func statusText(what string, s codec.Status, detail string) string {
+	t := "client: " + what + ": " + s.String()
+	if detail != "" {
+		t += ": " + detail
 	}
-	return s
+	return t
 }
 
 // ProtocolError: the gateway sent something the protocol does not allow.

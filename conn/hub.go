@@ -175,7 +175,7 @@ func (h *Hub) prepare(nc netpoll.Connection, kind Transport) context.Context {
 			// The socket is new and its buffer empty: one small write
 			// either fits whole or the client never reads anyway.
 			var buf [128]byte
-			_, _ = syscall.Write(fd, h.kickFrame(buf[:0], status, reason))
+			_, _ = syscall.Write(fd, h.KickFrame(buf[:0], status, reason))
 			h.countKick(status)
 		}
 		nc.Close()
@@ -307,9 +307,9 @@ func (h *Hub) leave(c *Conn) {
 	}
 }
 
-// kickFrame encodes a KICK; with SHUTTING_DOWN it carries the redirect
+// KickFrame encodes a KICK (for the downstream group too); with SHUTTING_DOWN it carries the redirect
 // address when one is known.
-func (h *Hub) kickFrame(dst []byte, status codec.Status, reason string) []byte {
+func (h *Hub) KickFrame(dst []byte, status codec.Status, reason string) []byte {
 	b, start := codec.BeginFrame(dst)
 	b = codec.AppendMetaString(b, "reason", reason)
 	if status == codec.StatusShuttingDown {
@@ -319,11 +319,6 @@ func (h *Hub) kickFrame(dst []byte, status codec.Status, reason string) []byte {
 	}
 	codec.EndFrame(b, start, codec.Header{Op: codec.OpKick, Status: status}, len(b)-start-codec.HeaderSize)
 	return b
-}
-
-// KickFrame is the encoder the downstream group uses for KICKs.
-func (h *Hub) KickFrame(dst []byte, status codec.Status, reason string) []byte {
-	return h.kickFrame(dst, status, reason)
 }
 
 // Respond implements upstream.Responder: the business's answer becomes a

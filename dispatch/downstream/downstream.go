@@ -183,24 +183,19 @@ func (g *Group) Workers() int { return len(g.workers) }
 
 // Send queues an encoded frame for c. frame is copied; the caller may
 // reuse it when Send returns.
-func (g *Group) Send(c Conn, frame []byte) {
-	w := g.worker(c)
-	w.mu.Lock()
-	off := len(w.staging)
-	w.staging = append(w.staging, frame...)
-	w.tasks = append(w.tasks, task{c: c, kind: taskBytes, off: int32(off), n: int32(len(frame))})
-	w.mu.Unlock()
-	w.signal()
-}
+func (g *Group) Send(c Conn, frame []byte) { g.enqueue(c, taskBytes, frame) }
 
 // SendRaw queues bytes of the transport itself (a WebSocket handshake
 // answer or control frame) for c, written as they are.
-func (g *Group) SendRaw(c Conn, b []byte) {
+func (g *Group) SendRaw(c Conn, b []byte) { g.enqueue(c, taskRaw, b) }
+
+// enqueue copies b into c's worker's staging buffer as a task of kind.
+func (g *Group) enqueue(c Conn, kind taskKind, b []byte) {
 	w := g.worker(c)
 	w.mu.Lock()
 	off := len(w.staging)
 	w.staging = append(w.staging, b...)
-	w.tasks = append(w.tasks, task{c: c, kind: taskRaw, off: int32(off), n: int32(len(b))})
+	w.tasks = append(w.tasks, task{c: c, kind: kind, off: int32(off), n: int32(len(b))})
 	w.mu.Unlock()
 	w.signal()
 }

@@ -64,13 +64,6 @@ func New(target string) (*Proxy, error) {
 // Addr is the address clients connect to.
 func (p *Proxy) Addr() string { return p.ln.Addr().String() }
 
-// SetTarget changes where new connections go.
-func (p *Proxy) SetTarget(addr string) {
-	p.mu.Lock()
-	p.target = addr
-	p.mu.Unlock()
-}
-
 // Conns is the number of connections open through the proxy.
 func (p *Proxy) Conns() int {
 	p.mu.Lock()
