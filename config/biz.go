@@ -168,6 +168,8 @@ func validateBiz(list []upstream.Business) []error {
 		switch {
 		case b.Echo && b.URL != "":
 			bad("both echo and URL %q", b.URL)
+		case b.Echo && (b.Workers != 0 || b.Queue != 0 || b.Timeout != 0):
+			bad("echo is answered on the reading goroutine: workers, queue and timeout do not apply")
 		case !b.Echo && b.URL == "":
 			bad("neither echo nor a URL")
 		case b.URL != "":

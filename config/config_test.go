@@ -274,7 +274,6 @@ func TestBizForms(t *testing.T) {
 	}{
 		{"1=echo", upstream.Business{ID: 1, Echo: true}},
 		{"65535=echo", upstream.Business{ID: 65535, Echo: true}},
-		{"7=echo,workers=2,queue=10", upstream.Business{ID: 7, Echo: true, Workers: 2, Queue: 10}},
 		{"2=http://127.0.0.1:9002/rpc", upstream.Business{ID: 2, URL: "http://127.0.0.1:9002/rpc"}},
 		{"3=https://biz.example/rpc?v=1,timeout=1500ms", upstream.Business{ID: 3, URL: "https://biz.example/rpc?v=1", Timeout: 1500 * time.Millisecond}},
 		{"4=http://b:1/x,workers=8", upstream.Business{ID: 4, URL: "http://b:1/x", Workers: 8}},
@@ -414,7 +413,8 @@ func TestValidate(t *testing.T) {
 		{"biz twice", func(c *Config) { c.Biz = append(c.Biz, upstream.Business{ID: 1, URL: "http://b/x"}) }, "-biz 1: id given twice"},
 		{"biz neither", func(c *Config) { c.Biz = []upstream.Business{{ID: 2}} }, "neither echo nor a URL"},
 		{"biz both", func(c *Config) { c.Biz = []upstream.Business{{ID: 2, Echo: true, URL: "http://b/x"}} }, "both echo and URL"},
-		{"biz negative", func(c *Config) { c.Biz = []upstream.Business{{ID: 2, Echo: true, Workers: -1}} }, "must not be negative"},
+		{"biz negative", func(c *Config) { c.Biz = []upstream.Business{{ID: 2, URL: "http://b/x", Workers: -1}} }, "must not be negative"},
+		{"echo with workers", func(c *Config) { c.Biz = []upstream.Business{{ID: 7, Echo: true, Workers: 2, Queue: 10}} }, "-biz 7: echo is answered on the reading goroutine"},
 		{"negative loops", func(c *Config) { c.Loops = -1 }, "-loops"},
 		{"negative down workers", func(c *Config) { c.DownWorkers = -1 }, "-down-workers"},
 		{"zero heartbeat", func(c *Config) { c.Heartbeat = 0 }, "-hb 0s: want a positive duration"},

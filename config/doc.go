@@ -21,7 +21,7 @@
 //
 // -biz is repeatable, one business each:
 //
-//	ID=echo[,OPTIONS]          the built-in echo business
+//	ID=echo                    the built-in echo business, answered on the reading goroutine
 //	ID=URL[,OPTIONS]           a backend reached by HTTP POST (http or https)
 //	OPTIONS: timeout=D (Go duration), workers=N, queue=N; each at most once, positive
 //

@@ -97,8 +97,6 @@ type Hub struct {
 	kicks                                                     [codec.NumStatus]atomic.Uint64
 }
 
-type ctxKey struct{}
-
 // NewHub returns a hub and starts its timing wheel.
 func NewHub(opts Options) *Hub {
 	if opts.Logger == nil {
@@ -190,13 +188,13 @@ func (h *Hub) prepare(nc netpoll.Connection, kind Transport) context.Context {
 	if kind == TLS {
 		h.startTLS(c)
 	}
-	return context.WithValue(ctx, ctxKey{}, c)
+	return c
 }
 
 // data consumes all buffered input, frame by frame, and keeps an
 // incomplete frame's bytes aside.
 func (h *Hub) data(ctx context.Context, nc netpoll.Connection) error {
-	c, _ := ctx.Value(ctxKey{}).(*Conn)
+	c, _ := ctx.(*Conn)
 	r := nc.Reader()
 	n := r.Len()
 	if c == nil {

@@ -153,7 +153,7 @@ func newFuzzHub(tb testing.TB) *fuzzHub {
 		},
 	})
 	responder := responderFunc(func(req *upstream.Request, res upstream.Result) { hub.Respond(req, res) })
-	up, err := upstream.New([]upstream.Business{{ID: 1, Echo: true, Queue: 1 << 16}}, responder, upstream.Options{Node: fuzzNode})
+	up, err := upstream.New([]upstream.Business{{ID: 1, Echo: true}}, responder, upstream.Options{Node: fuzzNode})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -326,7 +326,7 @@ func (fh *fuzzHub) run(t *testing.T, input []byte, cut int, e expected) []codec.
 
 	nc := &fakeConn{fd: pair[0], closed: make(chan struct{})}
 	ctx := fh.h.prepare(nc, TCP)
-	c, _ := ctx.Value(ctxKey{}).(*Conn)
+	c, _ := ctx.(*Conn)
 	if c == nil {
 		t.Fatal("prepare refused the connection")
 	}

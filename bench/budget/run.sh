@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Measures the performance budget of issue 3. Every run starts a fresh
 # server; each figure is run 3 times; summarize.py takes the medians.
+# ONLY='regex' runs only the runs whose name matches (e.g. ONLY='^req').
 set -u
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/budget/out}
@@ -9,6 +10,7 @@ go build -o /tmp/budget/ll . && go build -o /tmp/budget/lt ./loadtest && go buil
 SRC=127.0.0.2-127.0.0.20
 run() { # name server(ll|gpc) server-flags... -- loadtest-flags...
 	local name=$1 srv=$2; shift 2
+	[[ $name =~ ${ONLY:-.} ]] || return 0
 	local sflags=() lflags=()
 	while [ "$1" != "--" ]; do sflags+=("$1"); shift; done; shift
 	lflags=("$@")
@@ -32,6 +34,7 @@ for i in 1 2 3; do
 	run group-r70-$i ll -- -scenario group -conns 15000 -pushes 100 -size 64 -rate 70
 	run gpc-group-b2b-$i gpc -- -scenario group -conns 15000 -pushes 100 -size 64 -rate 0
 	run req100k-$i ll -- -scenario request -conns 15000 -rate 100000 -duration 10s
+	run req120k-$i ll -- -scenario request -conns 15000 -rate 120000 -duration 10s
 	run req50k-$i ll -- -scenario request -conns 15000 -rate 50000 -duration 10s
 	run gpc-req50k-$i gpc -- -scenario request -conns 15000 -rate 50000 -duration 10s
 done

@@ -49,7 +49,7 @@ for label, name in (("Longlink, 100 pushes back to back", "group-b2b"), ("Longli
     row(f"{label}: delivery p50, ms", g, lambda r: r["latency_ms"]["p50"], "{:,.1f}")
     row(f"{label}: server CPU-s per million deliveries", g, lambda r: r["server"].get("cpu_per_million_deliveries", 0), "{:.2f}")
     row(f"{label}: missing deliveries", g, lambda r: r["missing_deliveries"])
-for label, name in (("Longlink, echo at 100,000/s", "req100k"), ("Longlink, echo at 50,000/s", "req50k"), ("goroutine-per-connection, echo at 50,000/s", "gpc-req50k")):
+for label, name in (("Longlink, echo offered 120,000/s", "req120k"), ("Longlink, echo at 100,000/s", "req100k"), ("Longlink, echo at 50,000/s", "req50k"), ("goroutine-per-connection, echo at 50,000/s", "gpc-req50k")):
     q = load(name)
     row(f"{label}: responses/s", q, lambda r: r["throughput_per_sec"])
     row(f"{label}: p50, ms", q, lambda r: r["latency_ms"]["p50"], "{:,.2f}")

@@ -173,7 +173,9 @@ func newClient(groups []*group) *http.Client {
 
 // Submit hands req to its business's forwarding group. It never blocks.
 // It returns codec.StatusOK when the request was queued: Respond will be
-// called exactly once later, and the dispatcher recycles req afterwards.
+// called exactly once later (for the echo business, before Submit
+// returns, on the caller's goroutine), and the dispatcher recycles req
+// afterwards.
 // Otherwise the request was not forwarded; the caller answers with the
 // returned status (UNKNOWN_BIZ; OVERLOADED when the queue is full;
 // BIZ_UNAVAILABLE when the circuit is open; SHUTTING_DOWN after Close
@@ -197,6 +199,10 @@ func (d *Dispatcher) Submit(req *Request) codec.Status {
 		return g.reject(codec.StatusBizUnavailable)
 	}
 	req.Enqueued = now
+	if g.echo {
+		g.echoNow(req)
+		return codec.StatusOK
+	}
 	select {
 	case g.queue <- req:
 		// req may already be answered and recycled: do not touch it.
@@ -251,7 +257,9 @@ func (d *Dispatcher) Close(ctx context.Context) error {
 		runtime.Gosched() // a Submit in progress needs nanoseconds
 	}
 	for _, g := range d.ordered {
-		close(g.queue) // no sender is left: workers drain and exit
+		if g.queue != nil {
+			close(g.queue) // no sender is left: workers drain and exit
+		}
 	}
 	drained := make(chan struct{})
 	go func() {

@@ -33,7 +33,10 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"relative url", []Business{{ID: 1, URL: "/rpc"}}, Options{}, c},
 		{"bad scheme", []Business{{ID: 1, URL: "ftp://127.0.0.1/rpc"}}, Options{}, c},
 		{"unparsable url", []Business{{ID: 1, URL: "http://[::1"}}, Options{}, c},
-		{"negative workers", []Business{{ID: 1, Echo: true, Workers: -1}}, Options{}, c},
+		{"negative workers", []Business{{ID: 1, URL: "http://127.0.0.1:1", Workers: -1}}, Options{}, c},
+		{"echo with workers", []Business{{ID: 1, Echo: true, Workers: 2}}, Options{}, c},
+		{"echo with a queue", []Business{{ID: 1, Echo: true, Queue: 2}}, Options{}, c},
+		{"echo with a timeout", []Business{{ID: 1, Echo: true, Timeout: time.Second}}, Options{}, c},
 		{"negative max body", []Business{{ID: 1, Echo: true}}, Options{MaxBody: -1}, c},
 	} {
 		if d, err := New(tc.bizs, tc.r, tc.opts); err == nil {
@@ -54,9 +57,35 @@ func TestEchoAndUnknownBiz(t *testing.T) {
 		t.Fatalf("unknown biz: %v", s)
 	}
 	mustSubmit(t, d, 1, 9, encodeMeta("Key", "Value"), []byte("hello"))
+	if n := c.callCount(1, 9); n != 1 {
+		t.Fatalf("echo answered %d times when Submit returned, want once, inside Submit", n)
+	}
 	a := c.wait(t, 1, time.Second)
 	if a.status != codec.StatusOK || a.seq != 9 || string(a.body) != "hello" || a.meta["Key"] != "Value" {
 		t.Fatalf("echo answer %+v", a)
+	}
+}
+
+// The echo business has no forwarding goroutines and no queue: no burst
+// of requests makes it answer OVERLOADED.
+func TestEchoHasNoWorkersAndNoQueue(t *testing.T) {
+	before := runtime.NumGoroutine()
+	bizs := []Business{{ID: 1, Echo: true}}
+	d, err := New(bizs, newCollector(bizs), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = d.Close(context.Background()) })
+	if now := runtime.NumGoroutine(); now != before {
+		t.Fatalf("%d goroutines after New, %d before: echo started workers", now, before)
+	}
+	for seq := range uint32(2 * DefaultQueue) {
+		if s := submit(d, 1, seq, nil, nil); s != codec.StatusOK {
+			t.Fatalf("request %d: %v", seq, s)
+		}
+	}
+	if s := statsOf(t, d, 1); s.Results["OK"] != 2*DefaultQueue || s.InFlight != 0 || s.Queued != 0 {
+		t.Fatalf("stats %+v", s)
 	}
 }
 
@@ -156,7 +185,7 @@ func TestCloseDeadlineAnswersTheRest(t *testing.T) {
 }
 
 func TestSubmitRacingClose(t *testing.T) {
-	bizs := []Business{{ID: 1, Echo: true, Workers: 2, Queue: 64}}
+	bizs := []Business{{ID: 1, Echo: true}}
 	c := newCollector(bizs)
 	d, err := New(bizs, c, Options{})
 	if err != nil {
@@ -207,7 +236,7 @@ func TestRespondExactlyOnce(t *testing.T) {
 	})
 	bizs := []Business{
 		{ID: 1, URL: srv.URL, Workers: 4, Queue: 16},
-		{ID: 2, Echo: true, Workers: 2, Queue: 16},
+		{ID: 2, Echo: true},
 	}
 	d, c := start(t, bizs, Options{})
 	const submitters, each = 8, 100
@@ -315,7 +344,7 @@ func (s *syncBuffer) String() string {
 func TestPanicsAreRecovered(t *testing.T) {
 	logs := logBuffer(t)
 	srv := backend(t, func(w http.ResponseWriter, r *http.Request) {})
-	bizs := []Business{{ID: 1, URL: srv.URL, Workers: 1}, {ID: 2, Echo: true, Workers: 1}}
+	bizs := []Business{{ID: 1, URL: srv.URL, Workers: 1}, {ID: 2, Echo: true}}
 	c := newCollector(bizs)
 	c.panicOn = 2
 	d, err := New(bizs, c, Options{FailureThreshold: 1})

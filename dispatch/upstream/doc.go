@@ -13,6 +13,12 @@
 // BIZ_UNAVAILABLE while every other business is served as before, and the
 // goroutine that read the frame is never made to wait.
 //
+// The built-in echo business is the exception: it is answered inside
+// Submit, on the reading goroutine. It cannot be slow, so a queue and
+// workers would isolate nothing and cost two goroutine handoffs per
+// request (about half the latency of a round trip on a busy node); it
+// takes no workers, queue or timeout.
+//
 // # Concurrency contract
 //
 //	step     called by                      may block   notes
@@ -20,6 +26,7 @@
 //	Submit   the connection's reader        never       OK: queued; otherwise answer the status yourself
 //	Release  the connection's reader        no          only after a Submit that did not return OK
 //	Respond  a worker of the business       must not    exactly once per queued request, concurrently
+//	         (echo: the caller of Submit)
 //	Stats    anyone                         no          a few atomic loads per business
 //	Close    the shutdown path, once        until ctx   drains, then answers the rest SHUTTING_DOWN
 //

@@ -32,7 +32,7 @@ type group struct {
 	bizVal  []string // X-Longlink-Biz value
 	timeout time.Duration
 	workers int
-	queue   chan *Request
+	queue   chan *Request // nil for echo
 
 	// cb is nil for echo. Its OnStateChange keeps openUntil current.
 	cb *gobreaker.TwoStepCircuitBreaker[struct{}]
@@ -63,21 +63,18 @@ func newGroup(d *Dispatcher, b Business, opts *Options) (*group, error) {
 		return nil, errors.New("negative Workers, Queue or Timeout")
 	case b.Echo && b.URL != "":
 		return nil, errors.New("both Echo and a URL")
+	case b.Echo && (b.Workers != 0 || b.Queue != 0 || b.Timeout != 0):
+		return nil, errors.New("echo answers inside Submit: it has no workers, queue or timeout")
 	}
-	g := &group{
-		d:       d,
-		id:      b.ID,
-		target:  "echo",
-		echo:    b.Echo,
-		bizVal:  []string{strconv.Itoa(int(b.ID))},
-		timeout: cmp.Or(b.Timeout, DefaultTimeout),
-		workers: cmp.Or(b.Workers, DefaultWorkers),
-		queue:   make(chan *Request, cmp.Or(b.Queue, DefaultQueue)),
-	}
+	g := &group{d: d, id: b.ID, target: "echo", echo: b.Echo}
 	if b.Echo {
 		return g, nil
 	}
 	g.target = b.URL
+	g.bizVal = []string{strconv.Itoa(int(b.ID))}
+	g.timeout = cmp.Or(b.Timeout, DefaultTimeout)
+	g.workers = cmp.Or(b.Workers, DefaultWorkers)
+	g.queue = make(chan *Request, cmp.Or(b.Queue, DefaultQueue))
 	u, err := url.Parse(b.URL)
 	if err != nil {
 		return nil, fmt.Errorf("bad URL: %w", err)
@@ -116,18 +113,27 @@ func (g *group) stateChanged(from, to gobreaker.State, openFor time.Duration) {
 		"open_for", openFor, "last_error", last)
 }
 
-// start launches the group's workers.
+// start launches the group's workers (echo has none).
 func (g *group) start() {
 	for range g.workers {
+		// A per-worker parent keeps each request's context registration
+		// off a lock shared by all workers.
 		w := &worker{g: g}
-		if !g.echo {
-			// A per-worker parent keeps each request's context registration
-			// off a lock shared by all workers.
-			w.ctx, w.cancel = context.WithCancel(g.d.abortCtx)
-		}
+		w.ctx, w.cancel = context.WithCancel(g.d.abortCtx)
 		g.d.workers.Add(1)
 		go w.run()
 	}
+}
+
+// echoNow answers req with itself, on the submitting goroutine. Echo
+// cannot be slow, so the isolation a forwarding group buys would only add
+// two goroutine handoffs to every request (the reader wakes a worker,
+// which wakes the connection's writer): answering here halves the
+// latency of a round trip and leaves no queue to overflow. A panicking
+// Responder is recovered by answer like any other.
+func (g *group) echoNow(req *Request) {
+	g.inFlight.Add(1)
+	g.answer(req, Result{Status: codec.StatusOK, Meta: req.Meta, Body: req.Body}, true)
 }
 
 // reject counts a request Submit answered without queueing it.
@@ -191,16 +197,14 @@ func (g *group) stats() metrics.BizStats {
 // reuses from one request to the next.
 type worker struct {
 	g      *group
-	ctx    context.Context // parent of each request's deadline; nil for echo
+	ctx    context.Context // parent of each request's deadline
 	cancel context.CancelFunc
 	fwd    forwarder
 }
 
 func (w *worker) run() {
 	defer w.g.d.workers.Done()
-	if w.cancel != nil {
-		defer w.cancel()
-	}
+	defer w.cancel()
 	for req := range w.g.queue {
 		w.serve(req)
 	}
@@ -227,9 +231,6 @@ func (w *worker) serve(req *Request) {
 	case g.d.aborted.Load():
 		answered = true
 		g.answer(req, Result{Status: codec.StatusShuttingDown}, true)
-	case g.echo:
-		answered = true
-		g.answer(req, Result{Status: codec.StatusOK, Meta: req.Meta, Body: req.Body}, true)
 	default:
 		w.forward(req, &answered)
 	}

@@ -12,11 +12,11 @@ import (
 // below.
 type Business struct {
 	ID      uint16        // the frame's biz; 1..65535
-	Echo    bool          // the built-in echo business: answers with the request itself
+	Echo    bool          // the built-in echo business: answers with the request itself, inside Submit
 	URL     string        // the backend's URL, for a business that is not Echo
-	Workers int           // forwarding goroutines; zero means DefaultWorkers
-	Queue   int           // queued requests beyond which OVERLOADED is answered; zero means DefaultQueue
-	Timeout time.Duration // per request; zero means DefaultTimeout
+	Workers int           // forwarding goroutines; zero means DefaultWorkers; not for Echo
+	Queue   int           // queued requests beyond which OVERLOADED is answered; zero means DefaultQueue; not for Echo
+	Timeout time.Duration // per request; zero means DefaultTimeout; not for Echo
 }
 
 // Defaults of a forwarding group.
