@@ -40,3 +40,5 @@ require (
 	golang.org/x/term v0.44.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
 )
+
+replace github.com/cloudwego/netpoll => ./third_party/netpoll

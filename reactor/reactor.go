@@ -8,6 +8,12 @@
 // input remains. The gateway's handler never blocks waiting for more
 // bytes; a frame split across reads is copied aside until it completes.
 //
+// netpoll is built from third_party/netpoll, whose epoll loop is patched
+// to park on the Go runtime's netpoller instead of blocking in epoll_wait
+// while it has nothing to do (see PATCH.md there): a blocked loop held a
+// P in a system call, and the runtime's sysmon spent half of an idle
+// node's CPU taking it back.
+//
 // Callback order, per connection:
 //
 //	Prepare       accept goroutine, once, before the first read
