@@ -139,7 +139,6 @@ type Stats struct {
 	Undelivered   atomic.Uint64 // pushes that found their connection gone
 	SlowConsumers atomic.Uint64
 	Panics        atomic.Uint64 // panics recovered by the worker
-	Queued        atomic.Int64  // tasks waiting now
 	Pending       atomic.Int64  // connections with unwritten bytes now
 	_             [64]byte      // keep workers' counters on separate cache lines
 }
@@ -272,7 +271,9 @@ func (g *Group) Stats() (s Snapshot) {
 		s.Undelivered += w.stats.Undelivered.Load()
 		s.SlowConsumers += w.stats.SlowConsumers.Load()
 		s.Panics += w.stats.Panics.Load()
-		s.Queued += w.stats.Queued.Load()
+		w.mu.Lock()
+		s.Queued += int64(len(w.tasks)) // waiting for the worker's next take
+		w.mu.Unlock()
 		s.Pending += w.stats.Pending.Load()
 	}
 	return s
@@ -401,13 +402,11 @@ func (w *worker) take() bool {
 		w.spare, w.spareStaging = tasks, staging
 		return false
 	}
-	w.stats.Queued.Store(int64(len(tasks)))
 	for i := range tasks {
 		w.apply(&tasks[i], staging)
 		tasks[i] = task{}
 	}
 	w.spare, w.spareStaging = tasks[:0], staging[:0]
-	w.stats.Queued.Store(0)
 	w.publish()
 	return true
 }
