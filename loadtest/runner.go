@@ -195,23 +195,33 @@ func (r *runner) prepareTokens(ctx context.Context) {
 	if r.secret == nil {
 		workers = r.cfg.APIConcurrency
 	}
+	parallel(workers, len(r.slots), func(i int) bool {
+		if ctx.Err() != nil {
+			return false
+		}
+		s := r.slots[i]
+		if t, err := r.token(ctx, s); err == nil {
+			s.token = t
+		}
+		return true
+	})
+}
+
+// parallel calls fn for each index in [0, n) from workers goroutines,
+// each taking the next index, until the indexes run out; a goroutine
+// whose fn returns false takes no more.
+func parallel(workers, n int, fn func(i int) bool) {
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for {
-				i := next.Add(1) - 1
-				if i >= int64(len(r.slots)) || ctx.Err() != nil {
+				i := int(next.Add(1) - 1)
+				if i >= n || !fn(i) {
 					return
 				}
-				s := r.slots[i]
-				if t, err := r.token(ctx, s); err == nil {
-					s.token = t
-				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 }
@@ -335,41 +345,29 @@ func (r *runner) connectAll(ctx context.Context) {
 	workers := min(cfg.DialConcurrency, n)
 	start := time.Now()
 	startMono := r.mono()
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := next.Add(1) - 1
-				if i >= int64(n) {
-					return
-				}
-				if cfg.Ramp > 0 {
-					due := start.Add(time.Duration(int64(cfg.Ramp) * i / int64(n)))
-					if !sleepCtx(ctx, time.Until(due)) {
-						return
-					}
-				}
-				if ctx.Err() != nil {
-					return
-				}
-				var err error
-				if cfg.SDK {
-					err = r.connectSDK(ctx, r.slots[i])
-				} else {
-					_, err = r.connect(ctx, r.slots[i], false)
-				}
-				if err != nil {
-					r.noteError(err.Error())
-					continue
-				}
-				storeMax(&r.lastLogin, r.mono())
+	parallel(workers, n, func(i int) bool {
+		if cfg.Ramp > 0 {
+			due := start.Add(time.Duration(int64(cfg.Ramp) * int64(i) / int64(n)))
+			if !sleepCtx(ctx, time.Until(due)) {
+				return false
 			}
-		}()
-	}
-	wg.Wait()
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		var err error
+		if cfg.SDK {
+			err = r.connectSDK(ctx, r.slots[i])
+		} else {
+			_, err = r.connect(ctx, r.slots[i], false)
+		}
+		if err != nil {
+			r.noteError(err.Error())
+			return true
+		}
+		storeMax(&r.lastLogin, r.mono())
+		return true
+	})
 	c := &r.c
 	r.unattempted = max(0, int64(n)-c.logins.Load()-c.dialErrors.Load()-c.loginErrors.Load())
 	if last := r.lastLogin.Load(); last > startMono {
