@@ -74,6 +74,17 @@ func (l *latencyRecorder) record(shard int, d time.Duration) {
 	s.mu.Unlock()
 }
 
+// recordAll adds several latencies under one lock (the deliveries that
+// one read brought in).
+func (l *latencyRecorder) recordAll(shard int, ds []time.Duration) {
+	s := &l.shards[uint(shard)%histShards]
+	s.mu.Lock()
+	for _, d := range ds {
+		_ = s.h.RecordValue(min(max(int64(d/time.Microsecond), 0), histMaxUS)) // cannot fail: within range
+	}
+	s.mu.Unlock()
+}
+
 // collect moves everything recorded since the last call into the total and
 // returns it as a new histogram (the interval's latencies).
 func (l *latencyRecorder) collect() *hdrhistogram.Histogram {
