@@ -9,12 +9,12 @@ import (
 func (h *Hub) Lookup(device string) *Conn { return h.reg.lookup(device) }
 
 // Members appends the connections of group's members on this node to dst.
-func (h *Hub) Members(group string, dst []downstream.Conn) []downstream.Conn {
+func (h *Hub) Members(group string, dst []downstream.Target) []downstream.Target {
 	return h.reg.members(group, dst)
 }
 
 // All appends every logged-in connection on this node to dst.
-func (h *Hub) All(dst []downstream.Conn) []downstream.Conn { return h.reg.all(dst) }
+func (h *Hub) All(dst []downstream.Target) []downstream.Target { return h.reg.all(dst) }
 
 // Join adds the device's connection here, if any, to group.
 func (h *Hub) Join(group, device string) {

@@ -26,13 +26,44 @@ type deviceShard struct {
 
 type groupShard struct {
 	mu sync.RWMutex
-	m  map[string]map[*Conn]struct{}
+	m  map[string]*members
+}
+
+// members is one group's connections here: a dense list of fan-out
+// targets, so that a group push copies it instead of walking a map
+// (walking a 15,000-member map cost 1.3 ms per push, most of it cache
+// misses), and each member's index in it, so that leaving is O(1) (the
+// last member takes its place).
+type members struct {
+	list []downstream.Target
+	at   map[*Conn]int
+}
+
+func (m *members) add(c *Conn) {
+	if _, ok := m.at[c]; ok {
+		return
+	}
+	m.at[c] = len(m.list)
+	m.list = append(m.list, downstream.Target{Conn: c, ID: c.id})
+}
+
+func (m *members) remove(c *Conn) {
+	i, ok := m.at[c]
+	if !ok {
+		return
+	}
+	last := len(m.list) - 1
+	m.list[i] = m.list[last]
+	m.at[m.list[i].Conn.(*Conn)] = i
+	m.list[last] = downstream.Target{}
+	m.list = m.list[:last]
+	delete(m.at, c)
 }
 
 func (r *registry) init() {
 	for i := range r.devices {
 		r.devices[i].m = make(map[string]*Conn)
-		r.groups[i].m = make(map[string]map[*Conn]struct{})
+		r.groups[i].m = make(map[string]*members)
 	}
 }
 
@@ -100,10 +131,10 @@ func (r *registry) join(group string, c *Conn) {
 	gs.mu.Lock()
 	m := gs.m[group]
 	if m == nil {
-		m = make(map[*Conn]struct{})
+		m = &members{at: make(map[*Conn]int)}
 		gs.m[group] = m
 	}
-	m[c] = struct{}{}
+	m.add(c)
 	gs.mu.Unlock()
 }
 
@@ -126,8 +157,8 @@ func (r *registry) leaveLocked(group string, c *Conn) {
 	gs := r.group(group)
 	gs.mu.Lock()
 	if m := gs.m[group]; m != nil {
-		delete(m, c)
-		if len(m) == 0 {
+		m.remove(c)
+		if len(m.list) == 0 {
 			delete(gs.m, group)
 		}
 	}
@@ -135,23 +166,23 @@ func (r *registry) leaveLocked(group string, c *Conn) {
 }
 
 // members appends group's connections here to dst.
-func (r *registry) members(group string, dst []downstream.Conn) []downstream.Conn {
+func (r *registry) members(group string, dst []downstream.Target) []downstream.Target {
 	gs := r.group(group)
 	gs.mu.RLock()
-	for c := range gs.m[group] {
-		dst = append(dst, c)
+	if m := gs.m[group]; m != nil {
+		dst = append(dst, m.list...)
 	}
 	gs.mu.RUnlock()
 	return dst
 }
 
 // all appends every logged-in connection here to dst.
-func (r *registry) all(dst []downstream.Conn) []downstream.Conn {
+func (r *registry) all(dst []downstream.Target) []downstream.Target {
 	for i := range r.devices {
 		s := &r.devices[i]
 		s.mu.RLock()
 		for _, c := range s.m {
-			dst = append(dst, c)
+			dst = append(dst, downstream.Target{Conn: c, ID: c.id})
 		}
 		s.mu.RUnlock()
 	}

@@ -235,10 +235,10 @@ func (cl *clusterNode) rebind(ctx context.Context) {
 		return
 	}
 	defer cl.rebinding.Store(false)
-	cs := cl.g.hub.All(nil)
-	binds := make([]route.Binding, 0, len(cs))
-	for _, c := range cs {
-		if c, ok := c.(*conn.Conn); ok {
+	ts := cl.g.hub.All(nil)
+	binds := make([]route.Binding, 0, len(ts))
+	for _, t := range ts {
+		if c, ok := t.Conn.(*conn.Conn); ok {
 			binds = append(binds, route.Binding{Device: c.Device(), Loc: route.Location{Node: cl.g.cfg.Node, Conn: c.ID()}})
 		}
 	}

@@ -81,12 +81,12 @@ func (g *Gateway) Push(ctx context.Context, devices []string, msg api.Message) (
 	return res, nil
 }
 
-// deliverMany hands p to every connection of cs.
-func (g *Gateway) deliverMany(cs []downstream.Conn, p *downstream.Push) int {
-	if len(cs) > 0 {
-		g.down.PushMany(cs, p)
+// deliverMany hands p to every connection of ts.
+func (g *Gateway) deliverMany(ts []downstream.Target, p *downstream.Push) int {
+	if len(ts) > 0 {
+		g.down.PushMany(ts, p)
 	}
-	return len(cs)
+	return len(ts)
 }
 
 // fanout adds the deliveries of the other nodes to local, the count of

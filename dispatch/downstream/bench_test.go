@@ -48,7 +48,7 @@ func benchFanout(b *testing.B, each bool) {
 			runtime.ReadMemStats(&m0)
 			b.ResetTimer()
 			for range b.N {
-				env.g.PushMany(env.cs, p)
+				env.g.PushMany(env.ts, p)
 				env.target += int64(n * frameLen)
 				if each {
 					env.wait(b)
@@ -149,7 +149,7 @@ func (c *benchConn) Write(b []byte) (int, error) {
 
 type fanout struct {
 	g          *downstream.Group
-	cs         []downstream.Conn
+	ts         []downstream.Target
 	ncs        []net.Conn // kept open while their descriptors are written
 	ln         net.Listener
 	peers      *exec.Cmd
@@ -189,7 +189,7 @@ func newFanout(b *testing.B, n int) *fanout {
 			syscall.SetNonblock(c.fd, true)
 		})
 		env.ncs = append(env.ncs, nc)
-		env.cs = append(env.cs, c)
+		env.ts = append(env.ts, downstream.Target{Conn: c, ID: c.ID()})
 	}
 	env.g = downstream.New(downstream.Options{Workers: runtime.GOMAXPROCS(0)})
 	return env

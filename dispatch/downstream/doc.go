@@ -20,7 +20,11 @@
 //
 // A push is encoded once (Push) and the same bytes are handed to every
 // worker; each copy gets its device's seq when the worker copies it into
-// the connection's outbox (Conn.StampPush).
+// the connection's outbox (Conn.StampPush). A group push or broadcast
+// (PushMany) is one task per worker, not one per connection: the worker
+// picks its own connections out of the shared target list by the ID
+// carried beside each (Target), so the API call that queues it costs the
+// same for ten members as for a million.
 //
 // Concurrency: Send, Push, PushMany and Kick are safe to call from any
 // goroutine and never block on a socket. The Conn methods are called only

@@ -50,6 +50,14 @@ type Push struct {
 	Frame []byte
 }
 
+// Target is a connection a fan-out goes to, with its ID carried beside it:
+// each worker picks its own connections out of a shared list by ID without
+// touching the others, which in a large group would each be a cache miss.
+type Target struct {
+	Conn Conn
+	ID   uint64 // Conn.ID()
+}
+
 // Outbox is a connection's output state. The zero value is ready; it
 // holds a buffer only while bytes are pending.
 type Outbox struct {
@@ -76,10 +84,11 @@ type Options struct {
 	// WriteTimeout is how long a socket may refuse all bytes before the
 	// connection is kicked as a slow consumer; zero means 10s.
 	WriteTimeout time.Duration
-	// MaxQueue bounds the tasks waiting for one worker; Push and PushMany
-	// wait while it is exceeded, so a push API caller that outruns the
-	// sockets is slowed down instead of growing memory. Zero means 1<<16
-	// (about 2.6 MB of tasks per worker).
+	// MaxQueue bounds the deliveries waiting for one worker (a PushMany
+	// counts its share of the list, the others one each); Push and
+	// PushMany wait while it is exceeded, so a push API caller that
+	// outruns the sockets is slowed down instead of growing memory. Zero
+	// means 1<<16.
 	MaxQueue int
 	// KickFrame encodes a KICK frame for status and reason into dst.
 	KickFrame func(dst []byte, status codec.Status, reason string) []byte
@@ -95,11 +104,12 @@ type Group struct {
 type taskKind uint8
 
 const (
-	taskBytes taskKind = iota // one frame at staging[off:off+n]
-	taskRaw                   // transport bytes at staging[off:off+n], sent as they are
-	taskPush                  // push
-	taskKick                  // write a KICK, then terminate
-	taskClose                 // terminate once pending bytes are written
+	taskBytes  taskKind = iota // one frame at staging[off:off+n]
+	taskRaw                    // transport bytes at staging[off:off+n], sent as they are
+	taskPush                   // push
+	taskFanout                 // push to the worker's connections of lists[off]
+	taskKick                   // write a KICK, then terminate
+	taskClose                  // terminate once pending bytes are written
 )
 
 type task struct {
@@ -112,10 +122,13 @@ type task struct {
 
 type worker struct {
 	g       *Group
+	idx     uint64 // this worker's index: its connections have ID()%workers == idx
 	mu      sync.Mutex
 	roomy   *sync.Cond // signalled when the worker takes its queue
 	tasks   []task     // guarded by mu
+	queued  int        // guarded by mu: deliveries the tasks hold (a fan-out counts its share)
 	staging []byte     // guarded by mu: encoded frames of taskBytes
+	lists   [][]Target // guarded by mu: the connection lists of taskFanout
 	wake    chan struct{}
 	stop    chan struct{}
 
@@ -123,6 +136,7 @@ type worker struct {
 	stopping     bool // guarded by mu: Close began; nobody waits for room
 	spare        []task
 	spareStaging []byte
+	spareLists   [][]Target
 	dirty        []Conn
 	blocked      []Conn
 	round        counts // this take's counts, published when it ends
@@ -162,7 +176,7 @@ func New(opts Options) *Group {
 	}
 	g := &Group{opts: opts, workers: make([]*worker, opts.Workers)}
 	for i := range g.workers {
-		w := &worker{g: g, wake: make(chan struct{}, 1), stop: make(chan struct{})}
+		w := &worker{g: g, idx: uint64(i), wake: make(chan struct{}, 1), stop: make(chan struct{})}
 		w.roomy = sync.NewCond(&w.mu)
 		g.workers[i] = w
 		g.wg.Add(1)
@@ -195,6 +209,7 @@ func (g *Group) enqueue(c Conn, kind taskKind, b []byte) {
 	off := len(w.staging)
 	w.staging = append(w.staging, b...)
 	w.tasks = append(w.tasks, task{c: c, kind: kind, off: int32(off), n: int32(len(b))})
+	w.queued++
 	w.mu.Unlock()
 	w.signal()
 }
@@ -204,6 +219,7 @@ func (g *Group) Push(c Conn, p *Push) {
 	w := g.worker(c)
 	w.mu.Lock()
 	w.tasks = append(w.tasks, task{c: c, kind: taskPush, push: p})
+	w.queued++
 	w.waitRoom()
 	w.mu.Unlock()
 	w.signal()
@@ -212,23 +228,26 @@ func (g *Group) Push(c Conn, p *Push) {
 // waitRoom waits, with w.mu held, until the worker's queue is back under
 // MaxQueue or the group is closing.
 func (w *worker) waitRoom() {
-	for len(w.tasks) > w.g.opts.MaxQueue && !w.stopping {
+	for w.queued > w.g.opts.MaxQueue && !w.stopping {
 		w.signal()
 		w.roomy.Wait()
 	}
 }
 
-// PushMany queues p for every connection in cs, taking each worker's lock
-// once rather than once per connection. It reorders cs.
-func (g *Group) PushMany(cs []Conn, p *Push) {
-	n := uint64(len(g.workers))
-	for k, w := range g.workers {
+// PushMany queues p for every connection of ts. Each worker is handed ts
+// whole, as one task, and picks out its own connections by ID when it
+// applies it: neither the caller (a push API call) nor a worker touches a
+// connection that is not its to write. Sorting a 15,000-member group by
+// worker in the caller cost 1.7 ms of cache misses per push. The workers
+// keep ts until they have applied it: the caller must not change it
+// afterwards.
+func (g *Group) PushMany(ts []Target, p *Push) {
+	share := (len(ts) + len(g.workers) - 1) / len(g.workers)
+	for _, w := range g.workers {
 		w.mu.Lock()
-		for _, c := range cs {
-			if c.ID()%n == uint64(k) {
-				w.tasks = append(w.tasks, task{c: c, kind: taskPush, push: p})
-			}
-		}
+		w.tasks = append(w.tasks, task{kind: taskFanout, push: p, off: int32(len(w.lists))})
+		w.lists = append(w.lists, ts)
+		w.queued += share
 		w.waitRoom()
 		w.mu.Unlock()
 		w.signal()
@@ -247,6 +266,7 @@ func (g *Group) Kick(c Conn, status codec.Status, reason string) {
 	} else {
 		w.tasks = append(w.tasks, task{c: c, kind: taskKick, status: status})
 	}
+	w.queued++
 	w.mu.Unlock()
 	w.signal()
 }
@@ -257,6 +277,7 @@ func (g *Group) CloseAfterFlush(c Conn, status codec.Status) {
 	w := g.worker(c)
 	w.mu.Lock()
 	w.tasks = append(w.tasks, task{c: c, kind: taskClose, status: status})
+	w.queued++
 	w.mu.Unlock()
 	w.signal()
 }
@@ -272,7 +293,7 @@ func (g *Group) Stats() (s Snapshot) {
 		s.SlowConsumers += w.stats.SlowConsumers.Load()
 		s.Panics += w.stats.Panics.Load()
 		w.mu.Lock()
-		s.Queued += int64(len(w.tasks)) // waiting for the worker's next take
+		s.Queued += int64(w.queued) // waiting for the worker's next take, as MaxQueue counts them
 		w.mu.Unlock()
 		s.Pending += w.stats.Pending.Load()
 	}
@@ -394,21 +415,41 @@ const flushSlice = 256
 // were any.
 func (w *worker) take() bool {
 	w.mu.Lock()
-	tasks, staging := w.tasks, w.staging
-	w.tasks, w.staging = w.spare[:0], w.spareStaging[:0]
+	tasks, staging, lists := w.tasks, w.staging, w.lists
+	w.tasks, w.staging, w.lists = w.spare[:0], w.spareStaging[:0], w.spareLists[:0]
+	w.queued = 0
 	w.roomy.Broadcast()
 	w.mu.Unlock()
 	if len(tasks) == 0 {
-		w.spare, w.spareStaging = tasks, staging
+		w.spare, w.spareStaging, w.spareLists = tasks, staging, lists
 		return false
 	}
 	for i := range tasks {
-		w.apply(&tasks[i], staging)
+		t := &tasks[i]
+		if t.kind == taskFanout {
+			w.applyFanout(t, lists[t.off])
+		} else {
+			w.apply(t, staging)
+		}
 		tasks[i] = task{}
 	}
-	w.spare, w.spareStaging = tasks[:0], staging[:0]
+	clear(lists)
+	w.spare, w.spareStaging, w.spareLists = tasks[:0], staging[:0], lists[:0]
 	w.publish()
 	return true
+}
+
+// applyFanout applies t's push to the connections of ts that are this
+// worker's.
+func (w *worker) applyFanout(t *task, ts []Target) {
+	n := uint64(len(w.g.workers))
+	one := task{kind: taskPush, push: t.push}
+	for i := range ts {
+		if ts[i].ID%n == w.idx {
+			one.c = ts[i].Conn
+			w.apply(&one, nil)
+		}
+	}
 }
 
 func (w *worker) apply(t *task, staging []byte) {

@@ -204,7 +204,7 @@ func TestPushManyStampsSeq(t *testing.T) {
 				total++
 			}
 		}
-		g.PushMany(sub, ps[k])
+		g.PushMany(targets(sub...), ps[k])
 	}
 	for i, r := range rs {
 		fs := r.waitFrames(t, len(expect[i]), waitLong)
@@ -237,7 +237,7 @@ func TestPushManyStampsSeq(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for k := range each {
-				g.PushMany(slices.Clone(all), newPush(fmt.Sprintf("%s-%03d", name, k), nil))
+				g.PushMany(targets(all...), newPush(fmt.Sprintf("%s-%03d", name, k), nil))
 			}
 		}()
 	}
@@ -317,7 +317,7 @@ func TestKick(t *testing.T) {
 			p2 := newPush("after", []byte("a"))
 			g.Send(a, pingFrame())
 			g.Push(a, p2)
-			g.PushMany([]downstream.Conn{a, other}, p2)
+			g.PushMany(targets(a, other), p2)
 			g.Kick(a, codec.StatusInternal, "again")
 			g.CloseAfterFlush(a, codec.StatusInternal)
 			ro.waitFrames(t, 1, waitLong)
@@ -457,7 +457,7 @@ func TestSlowConsumer(t *testing.T) {
 	ps := make([]*downstream.Push, pushes)
 	for k := range ps {
 		ps[k] = newPush(fmt.Sprintf("m%d", k), body)
-		g.PushMany([]downstream.Conn{slow, fast}, ps[k])
+		g.PushMany(targets(slow, fast), ps[k])
 		if k%20 == 19 {
 			time.Sleep(time.Millisecond) // let the fast reader keep up
 		}
@@ -813,7 +813,7 @@ func TestPushBackpressure(t *testing.T) {
 	go func() {
 		defer close(done)
 		for k := 0; k < pushes; k++ {
-			g.PushMany([]downstream.Conn{a}, newPush(fmt.Sprintf("m%d", k), []byte("x")))
+			g.PushMany(targets(a), newPush(fmt.Sprintf("m%d", k), []byte("x")))
 			queued.Add(1)
 		}
 	}()

@@ -456,3 +456,12 @@ func (r *rawReader) wait(t testing.TB, timeout time.Duration) []byte {
 	}
 	return r.buf.Bytes()
 }
+
+// targets is the fan-out list of cs (a new slice: PushMany keeps it).
+func targets(cs ...downstream.Conn) []downstream.Target {
+	ts := make([]downstream.Target, len(cs))
+	for i, c := range cs {
+		ts[i] = downstream.Target{Conn: c, ID: c.ID()}
+	}
+	return ts
+}

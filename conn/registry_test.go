@@ -1,0 +1,68 @@
+package conn
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+
+	"github.com/longlink/longlink/dispatch/downstream"
+)
+
+// TestRegistryGroupMembers: a group's dense member list follows joins and
+// leaves (a leaving member's place is taken by the last one), carries each
+// connection's ID for the downstream workers, ignores a second join, and
+// the group is gone with its last member.
+func TestRegistryGroupMembers(t *testing.T) {
+	var r registry
+	r.init()
+	cs := make([]*Conn, 6)
+	for i := range cs {
+		cs[i] = &Conn{id: uint64(100 + i), device: fmt.Sprintf("d%d", i)}
+		r.put(cs[i])
+		r.join("g", cs[i])
+	}
+	r.join("g", cs[2]) // already a member
+	r.join("other", cs[0])
+
+	check := func(want ...int) {
+		t.Helper()
+		ts := r.members("g", nil)
+		var got []int
+		for _, tg := range ts {
+			c := tg.Conn.(*Conn)
+			if tg.ID != c.id {
+				t.Fatalf("target of %s has ID %d, its connection %d", c.device, tg.ID, c.id)
+			}
+			got = append(got, int(c.id-100))
+		}
+		slices.Sort(got)
+		if !slices.Equal(got, want) {
+			t.Fatalf("members = %v, want %v", got, want)
+		}
+	}
+	check(0, 1, 2, 3, 4, 5)
+
+	r.leave("g", cs[1]) // from the middle: the last member moves there
+	r.leave("g", cs[5]) // the last one
+	r.leave("g", cs[1]) // not a member any more: a no-op
+	r.remove(cs[0])     // leaves every group it joined
+	check(2, 3, 4)
+	if ts := r.members("other", nil); len(ts) != 0 {
+		t.Fatalf("group other has %d members after its only one was removed", len(ts))
+	}
+	for _, i := range []int{2, 3, 4} {
+		r.leave("g", cs[i])
+	}
+	check()
+	gs := r.group("g")
+	if _, ok := gs.m["g"]; ok {
+		t.Fatal("an empty group is still indexed")
+	}
+
+	// Appending to a caller's slice keeps what it held.
+	r.join("g", cs[3])
+	dst := r.members("g", []downstream.Target{{ID: 7}})
+	if len(dst) != 2 || dst[0].ID != 7 || dst[1].ID != cs[3].id {
+		t.Fatalf("members appended to a slice = %+v", dst)
+	}
+}
