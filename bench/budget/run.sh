@@ -32,6 +32,8 @@ for i in 1 2 3; do
 	run gpc-hold15k-$i gpc -- -scenario hold -conns 15000 -duration 10s
 	run group-b2b-$i ll -- -scenario group -conns 15000 -pushes 100 -size 64 -rate 0
 	run group-r70-$i ll -- -scenario group -conns 15000 -pushes 100 -size 64 -rate 70
+	run group-r80-$i ll -- -scenario group -conns 15000 -pushes 100 -size 64 -rate 80
+	run group-r80w1-$i ll -down-workers 1 -- -scenario group -conns 15000 -pushes 100 -size 64 -rate 80
 	run gpc-group-b2b-$i gpc -- -scenario group -conns 15000 -pushes 100 -size 64 -rate 0
 	run req100k-$i ll -- -scenario request -conns 15000 -rate 100000 -duration 10s
 	run req120k-$i ll -- -scenario request -conns 15000 -rate 120000 -duration 10s

@@ -42,7 +42,7 @@ for name in ("hold1k", "hold19k"):
     r = load(name)
     row(f"Longlink: goroutines ({name[4:]})", r, lambda r: r["server"]["goroutines"])
     row(f"Longlink: RSS per idle connection ({name[4:]})", r, lambda r: r["server"]["rss_per_conn"])
-for label, name in (("Longlink, 100 pushes back to back", "group-b2b"), ("Longlink, 100 pushes at 70/s", "group-r70"), ("goroutine-per-connection, back to back", "gpc-group-b2b")):
+for label, name in (("Longlink, 100 pushes back to back", "group-b2b"), ("Longlink, 100 pushes at 70/s", "group-r70"), ("Longlink, 100 pushes at 80/s", "group-r80"), ("Longlink, 100 pushes at 80/s, one downstream writer", "group-r80w1"), ("goroutine-per-connection, back to back", "gpc-group-b2b")):
     g = load(name)
     row(f"{label}: deliveries/s", g, lambda r: r["deliveries_per_sec"])
     row(f"{label}: delivery p99, ms", g, lambda r: r["latency_ms"]["p99"], "{:,.1f}")
