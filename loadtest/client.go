@@ -436,8 +436,8 @@ func (c *client) readLoop() {
 type readBatch struct {
 	wall, mono int64 // when the read returned (Unix nanos, runner nanos); 0 until asked
 	ackSeq     uint32
-	lat        []time.Duration // delivery latencies not yet recorded
-	buf        [64]time.Duration
+	n          int               // delivery latencies in lat not yet recorded
+	lat        [64]time.Duration // the latencies, recorded when full or at the batch's end
 }
 
 // clock returns the batch's arrival time, reading the clock on first use.
@@ -451,24 +451,22 @@ func (b *readBatch) clock(r *runner) (wall, mono int64) {
 
 // delivered adds one delivery's latency, recording when the buffer fills.
 func (c *client) delivered(b *readBatch, d time.Duration) {
-	if b.lat == nil {
-		b.lat = b.buf[:0]
-	}
-	b.lat = append(b.lat, d)
-	if len(b.lat) == cap(b.lat) {
+	b.lat[b.n] = d
+	b.n++
+	if b.n == len(b.lat) {
 		c.flushDeliveries(b)
 	}
 }
 
 func (c *client) flushDeliveries(b *readBatch) {
-	if len(b.lat) == 0 {
+	if b.n == 0 {
 		return
 	}
 	r := c.r
-	r.lat[kindDelivery].recordAll(c.s.idx, b.lat)
-	r.c.deliveries.Add(int64(len(b.lat)))
+	r.lat[kindDelivery].recordAll(c.s.idx, b.lat[:b.n])
+	r.c.deliveries.Add(int64(b.n))
 	storeMax(&r.c.lastDelivery, b.wall)
-	b.lat = b.lat[:0]
+	b.n = 0
 }
 
 // endBatch records the batch's deliveries and sends the PUSH_ACK it

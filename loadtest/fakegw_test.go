@@ -130,6 +130,19 @@ func (g *fakeGateway) args(transport string) []string {
 	return []string{"-addr", g.ln.Addr().String()}
 }
 
+// checkAllClosed fails t unless every connection to g is closed within
+// 5 s (the generator closes them all when a run ends).
+func (g *fakeGateway) checkAllClosed(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for g.conns.Load() != 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := g.conns.Load(); n != 0 {
+		t.Errorf("%d connections left open on the gateway", n)
+	}
+}
+
 func (g *fakeGateway) close() {
 	_ = g.ln.Close()
 	_ = g.tlsLn.Close()

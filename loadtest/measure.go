@@ -61,16 +61,9 @@ func newLatencyRecorder() *latencyRecorder {
 // record adds one latency; shard is any number (the connection index), it
 // picks the lock.
 func (l *latencyRecorder) record(shard int, d time.Duration) {
-	us := int64(d / time.Microsecond)
-	if us < 0 {
-		us = 0
-	}
-	if us > histMaxUS {
-		us = histMaxUS
-	}
 	s := &l.shards[uint(shard)%histShards]
 	s.mu.Lock()
-	_ = s.h.RecordValue(us) // cannot fail: us is within range
+	_ = s.h.RecordValue(histValue(d)) // cannot fail: within range
 	s.mu.Unlock()
 }
 
@@ -80,9 +73,14 @@ func (l *latencyRecorder) recordAll(shard int, ds []time.Duration) {
 	s := &l.shards[uint(shard)%histShards]
 	s.mu.Lock()
 	for _, d := range ds {
-		_ = s.h.RecordValue(min(max(int64(d/time.Microsecond), 0), histMaxUS)) // cannot fail: within range
+		_ = s.h.RecordValue(histValue(d)) // cannot fail: within range
 	}
 	s.mu.Unlock()
+}
+
+// histValue is d in the histograms' unit, clamped to their range.
+func histValue(d time.Duration) int64 {
+	return min(max(int64(d/time.Microsecond), 0), histMaxUS)
 }
 
 // collect moves everything recorded since the last call into the total and

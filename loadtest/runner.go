@@ -582,6 +582,15 @@ func (r *runner) fireGroupPush(ctx context.Context, i int64, intended time.Time)
 	r.c.expected.Add(r.members)
 }
 
+// awaitAnswers waits, up to churnWait, until a draining connection has no
+// requests in flight.
+func awaitAnswers(inflight *atomic.Int32) {
+	deadline := time.Now().Add(churnWait)
+	for inflight.Load() > 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // churnWait bounds how long a reconnect waits for the connection's
 // in-flight requests and for its reader to stop.
 const churnWait = time.Second
@@ -599,10 +608,7 @@ func (r *runner) churn(ctx context.Context, i int64) {
 		return
 	}
 	c.draining.Store(true)
-	deadline := time.Now().Add(churnWait)
-	for c.inflight.Load() > 0 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
+	awaitAnswers(&c.inflight)
 	c.close()
 	select {
 	case <-c.done:

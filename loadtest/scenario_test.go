@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 )
 
 const (
@@ -126,13 +125,7 @@ func TestScenariosFakeGateway(t *testing.T) {
 			})
 		}
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for g.conns.Load() != 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if n := g.conns.Load(); n != 0 {
-		t.Errorf("%d connections left open on the gateway", n)
-	}
+	g.checkAllClosed(t)
 }
 
 // TestTokensFromAPI logs in with tokens from POST /v1/tokens (no

@@ -278,10 +278,7 @@ func (r *runner) churnSDK(ctx context.Context, d *sdkDevice) {
 		return
 	}
 	d.draining.Store(true)
-	deadline := time.Now().Add(churnWait)
-	for d.inflight.Load() > 0 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
+	awaitAnswers(&d.inflight)
 	sc := d.conn.Load()
 	if ctx.Err() != nil || sc == nil || !d.up.Load() || !d.cut.CompareAndSwap(cutNone, cutIssued) {
 		d.draining.Store(false)

@@ -115,13 +115,7 @@ func TestSDKScenariosFakeGateway(t *testing.T) {
 			})
 		}
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for g.conns.Load() != 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if n := g.conns.Load(); n != 0 {
-		t.Errorf("%d connections left open on the gateway", n)
-	}
+	g.checkAllClosed(t)
 }
 
 // TestSDKErrors: with -sdk, a refused login (wrong secret) and a gateway
