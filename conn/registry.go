@@ -78,14 +78,18 @@ func fnv32(s string) uint32 {
 func (r *registry) device(d string) *deviceShard { return &r.devices[fnv32(d)%regShards] }
 func (r *registry) group(g string) *groupShard   { return &r.groups[fnv32(g)%regShards] }
 
-// put makes c the device's connection and returns the one it replaces.
-func (r *registry) put(c *Conn) (prev *Conn) {
+// put makes c the device's connection and returns the one it replaces;
+// ok is false, and nothing changes, when c has closed already.
+func (r *registry) put(c *Conn) (prev *Conn, ok bool) {
 	s := r.device(c.device)
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c.State() == StateClosed {
+		return nil, false // released already; it must not enter the index
+	}
 	prev = s.m[c.device]
 	s.m[c.device] = c
-	s.mu.Unlock()
-	return prev
+	return prev, true
 }
 
 // lookup returns the device's connection here, or nil.

@@ -66,3 +66,27 @@ func TestRegistryGroupMembers(t *testing.T) {
 		t.Fatalf("members appended to a slice = %+v", dst)
 	}
 }
+
+// TestRegistryPutClosed: a connection that closed while its login ran
+// (release has already removed it) does not enter the device index, and
+// the device's connection stays the one it was.
+func TestRegistryPutClosed(t *testing.T) {
+	var r registry
+	r.init()
+	live := &Conn{id: 1, device: "d"}
+	if prev, ok := r.put(live); prev != nil || !ok {
+		t.Fatalf("put of a new device: prev %v, ok %v", prev, ok)
+	}
+	gone := &Conn{id: 2, device: "d"}
+	gone.state.Store(uint32(StateClosed))
+	if prev, ok := r.put(gone); prev != nil || ok {
+		t.Fatalf("put of a closed connection: prev %v, ok %v; want nil, false", prev, ok)
+	}
+	if got := r.lookup("d"); got != live {
+		t.Fatalf("device d is %p, want the live connection %p", got, live)
+	}
+	next := &Conn{id: 3, device: "d"}
+	if prev, ok := r.put(next); prev != live || !ok {
+		t.Fatalf("put replacing a live connection: prev %p, ok %v; want %p, true", prev, ok, live)
+	}
+}

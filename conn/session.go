@@ -113,9 +113,7 @@ func (c *Conn) login(f *codec.Frame) {
 		groups = appendNew(groups, claims.Groups)
 	}
 
-	// From here the connection is logged in. Everything it must receive
-	// before any new push (LOGIN_ACK, then the resumed pushes) is queued
-	// before it becomes reachable in the registry.
+	// From here the connection is logged in.
 	c.device, c.app = claims.Device, claims.App
 	// Bound before the recovery state is attached: a connection of the
 	// device on another node must first let go of the device and of its
@@ -129,8 +127,6 @@ func (c *Conn) login(f *codec.Frame) {
 	if rec != nil {
 		c.rec.Store(rec)
 	}
-	c.welcome(f.Seq, rec, resume, resuming)
-
 	if !c.setState(StateLoggedIn, codec.StatusOK) {
 		return // kicked meanwhile
 	}
@@ -138,11 +134,18 @@ func (c *Conn) login(f *codec.Frame) {
 	c.tokens = float32(h.opts.Burst)
 	c.refill = h.nowMillis()
 	h.logins.Add(1)
-	if prev := h.reg.put(c); prev != nil {
+	var prev *Conn
+	c.welcome(f.Seq, rec, resume, resuming, func() {
+		var ok bool
+		if prev, ok = h.reg.put(c); !ok {
+			return // closed meanwhile: it must not enter the index
+		}
+		for _, g := range groups {
+			h.reg.join(g, c)
+		}
+	})
+	if prev != nil {
 		prev.kick(codec.StatusDuplicateLogin, "logged in on another connection")
-	}
-	for _, g := range groups {
-		h.reg.join(g, c)
 	}
 	if h.opts.Events != nil {
 		h.opts.Events.Connected(h.opts.Node, c)
@@ -150,8 +153,11 @@ func (c *Conn) login(f *codec.Frame) {
 }
 
 // welcome queues LOGIN_ACK and, when the client resumes, the pushes it
-// missed, in seq order.
-func (c *Conn) welcome(seq uint32, rec *recovery.Entry, resume uint32, resuming bool) {
+// missed, in seq order, and makes the connection reachable with register
+// (Group.SendFirst): any new push is queued after them, and a client that
+// has read its LOGIN_ACK can already be pushed to (a backend that pushes
+// as soon as the device says it is online finds it).
+func (c *Conn) welcome(seq uint32, rec *recovery.Entry, resume uint32, resuming bool, register func()) {
 	h := c.hub
 	buf := bytebufferpool.Get()
 	defer bytebufferpool.Put(buf)
@@ -162,13 +168,13 @@ func (c *Conn) welcome(seq uint32, rec *recovery.Entry, resume uint32, resuming 
 	b = codec.AppendMeta(b, "hb", strconv.AppendInt(num[:0], int64(h.opts.Heartbeat/time.Second), 10))
 	if !resuming {
 		codec.EndFrame(b, start, codec.Header{Op: codec.OpLoginAck, Seq: seq}, len(b)-start-codec.HeaderSize)
-		h.down.Send(c, b)
+		h.down.SendFirst(c, register, b)
 		buf.B = b
 		return
 	}
 	// The ack's "resumed" must be known before it is encoded, and the
 	// resumed pushes must follow it: collect them first (each stamped with
-	// its seq), then send the ack, then each push as its own frame.
+	// its seq), then send the ack and each push as its own frame.
 	var pushes []byte
 	var ends []int
 	complete := rec.Since(resume, func(s uint32, frame []byte) {
@@ -183,12 +189,14 @@ func (c *Conn) welcome(seq uint32, rec *recovery.Entry, resume uint32, resuming 
 	}
 	b = codec.AppendMetaString(b, "resumed", resumed)
 	codec.EndFrame(b, start, codec.Header{Op: codec.OpLoginAck, Seq: seq}, len(b)-start-codec.HeaderSize)
-	h.down.Send(c, b)
+	frames := make([][]byte, 0, 1+len(ends))
+	frames = append(frames, b)
 	from := 0
 	for _, end := range ends {
-		h.down.Send(c, pushes[from:end])
+		frames = append(frames, pushes[from:end])
 		from = end
 	}
+	h.down.SendFirst(c, register, frames...)
 	h.recovered.Add(uint64(len(ends)))
 	buf.B = b
 }

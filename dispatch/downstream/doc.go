@@ -26,7 +26,7 @@
 // carried beside each (Target), so the API call that queues it costs the
 // same for ten members as for a million.
 //
-// Concurrency: Send, Push, PushMany and Kick are safe to call from any
+// Concurrency: Send, SendFirst, Push, PushMany and Kick are safe to call from any
 // goroutine and never block on a socket. The Conn methods are called only
 // from the connection's worker.
 package downstream

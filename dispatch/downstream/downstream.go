@@ -206,10 +206,33 @@ func (g *Group) SendRaw(c Conn, b []byte) { g.enqueue(c, taskRaw, b) }
 func (g *Group) enqueue(c Conn, kind taskKind, b []byte) {
 	w := g.worker(c)
 	w.mu.Lock()
+	w.stage(c, kind, b)
+	w.mu.Unlock()
+	w.signal()
+}
+
+// stage copies b into the staging buffer as a task of kind for c; w.mu
+// is held.
+func (w *worker) stage(c Conn, kind taskKind, b []byte) {
 	off := len(w.staging)
 	w.staging = append(w.staging, b...)
 	w.tasks = append(w.tasks, task{c: c, kind: kind, off: int32(off), n: int32(len(b))})
 	w.queued++
+}
+
+// SendFirst queues frames for c, in order, and runs publish while c's
+// worker is locked. Whoever finds c through what publish makes it
+// reachable by (the registry, at login) queues for c after frames, and
+// the worker writes none of frames before publish has returned: a client
+// that has read the first of them is reachable already. publish must not
+// queue anything on this group.
+func (g *Group) SendFirst(c Conn, publish func(), frames ...[]byte) {
+	w := g.worker(c)
+	w.mu.Lock()
+	for _, f := range frames {
+		w.stage(c, taskBytes, f)
+	}
+	publish()
 	w.mu.Unlock()
 	w.signal()
 }

@@ -87,6 +87,55 @@ func TestSendAndPushInOrder(t *testing.T) {
 	}
 }
 
+// TestSendFirst: the frames of SendFirst are not written before its
+// publish returns, and a Push or Send queued by someone who found the
+// connection through publish (here: once publish has begun) follows them.
+// Login relies on it: a client that has read LOGIN_ACK is already in the
+// registry, and no new push overtakes LOGIN_ACK or the resumed pushes.
+func TestSendFirst(t *testing.T) {
+	g, _ := newGroup(t, downstream.Options{Workers: 1})
+	c := newServer(t).conn(1, pairOpts{})
+	r := startReader(c.peer)
+	inPublish, release := make(chan struct{}), make(chan struct{})
+	first := [][]byte{respFrame(nil, 1, 3), respFrame(nil, 2, 5)}
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		g.SendFirst(c, func() {
+			close(inPublish)
+			<-release
+		}, first...)
+	}()
+	<-inPublish
+	later := make(chan struct{})
+	go func() {
+		defer close(later)
+		g.Push(c, newPush("p-1", []byte("new")))
+		g.Send(c, respFrame(nil, 3, 1))
+	}()
+	time.Sleep(100 * time.Millisecond) // room for a wrong worker to write
+	if fs, _, err := r.snapshot(); len(fs) != 0 || err != nil {
+		t.Fatalf("%d frames (err %v) written while publish runs; want none", len(fs), err)
+	}
+	close(release)
+	<-sent
+	<-later
+	fs := r.waitFrames(t, 4, waitLong)
+	if len(fs) != 4 {
+		t.Fatalf("%d frames, want 4", len(fs))
+	}
+	for i, want := range []struct {
+		op  codec.Op
+		seq uint32
+	}{{codec.OpResponse, 1}, {codec.OpResponse, 2}, {codec.OpPush, 1}, {codec.OpResponse, 3}} {
+		if fs[i].Op != want.op || fs[i].Seq != want.seq {
+			t.Fatalf("frame %d: %v seq %d; want %v seq %d", i, fs[i].Op, fs[i].Seq, want.op, want.seq)
+		}
+	}
+	checkRespBody(t, fs[0], 3)
+	checkRespBody(t, fs[1], 5)
+}
+
 // gateWorker makes a worker busy: it queues a frame for gate's connection,
 // whose Outbox blocks until the gate is opened, and waits until the worker
 // is inside it. Everything queued meanwhile is drained in one batch.
