@@ -8,10 +8,10 @@ import (
 // Lookup returns the device's connection on this node, or nil.
 func (h *Hub) Lookup(device string) *Conn { return h.reg.lookup(device) }
 
-// Members appends the connections of group's members on this node to dst.
-func (h *Hub) Members(group string, dst []downstream.Target) []downstream.Target {
-	return h.reg.members(group, dst)
-}
+// Members returns the connections of group's members on this node: a
+// snapshot shared with the registry, to be read and not changed (later
+// joins and leaves do not show in it).
+func (h *Hub) Members(group string) []downstream.Target { return h.reg.members(group) }
 
 // All appends every logged-in connection on this node to dst.
 func (h *Hub) All(dst []downstream.Target) []downstream.Target { return h.reg.all(dst) }

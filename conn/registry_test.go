@@ -26,7 +26,7 @@ func TestRegistryGroupMembers(t *testing.T) {
 
 	check := func(want ...int) {
 		t.Helper()
-		ts := r.members("g", nil)
+		ts := r.members("g")
 		var got []int
 		for _, tg := range ts {
 			c := tg.Conn.(*Conn)
@@ -47,7 +47,7 @@ func TestRegistryGroupMembers(t *testing.T) {
 	r.leave("g", cs[1]) // not a member any more: a no-op
 	r.remove(cs[0])     // leaves every group it joined
 	check(2, 3, 4)
-	if ts := r.members("other", nil); len(ts) != 0 {
+	if ts := r.members("other"); len(ts) != 0 {
 		t.Fatalf("group other has %d members after its only one was removed", len(ts))
 	}
 	for _, i := range []int{2, 3, 4} {
@@ -58,12 +58,52 @@ func TestRegistryGroupMembers(t *testing.T) {
 	if _, ok := gs.m["g"]; ok {
 		t.Fatal("an empty group is still indexed")
 	}
+}
 
-	// Appending to a caller's slice keeps what it held.
-	r.join("g", cs[3])
-	dst := r.members("g", []downstream.Target{{ID: 7}})
-	if len(dst) != 2 || dst[0].ID != 7 || dst[1].ID != cs[3].id {
-		t.Fatalf("members appended to a slice = %+v", dst)
+// TestRegistryMembersSnapshot: the list a push takes is the registry's
+// own, shared without a copy, yet later leaves and joins do not change
+// it, and appending to it does not reach the registry.
+func TestRegistryMembersSnapshot(t *testing.T) {
+	var r registry
+	r.init()
+	cs := make([]*Conn, 5)
+	for i := range cs {
+		cs[i] = &Conn{id: uint64(i), device: fmt.Sprintf("d%d", i)}
+		r.put(cs[i])
+	}
+	for _, c := range cs[:4] {
+		r.join("g", c)
+	}
+	ids := func(ts []downstream.Target) []uint64 {
+		var out []uint64
+		for _, tg := range ts {
+			out = append(out, tg.ID)
+		}
+		return out
+	}
+	snap := r.members("g")
+	if again := r.members("g"); &again[0] != &snap[0] {
+		t.Fatal("two pushes with no change between them got different lists: the list was copied")
+	}
+	want := ids(snap)
+	r.leave("g", cs[1]) // from the middle: rewrites a slot in place unless copied
+	r.join("g", cs[4])  // appends past the end
+	r.leave("g", cs[0])
+	if got := ids(snap); !slices.Equal(got, want) {
+		t.Fatalf("the snapshot changed after leaves and joins: %v, was %v", got, want)
+	}
+	now := ids(r.members("g"))
+	slices.Sort(now)
+	if !slices.Equal(now, []uint64{2, 3, 4}) {
+		t.Fatalf("members now %v, want [2 3 4]", now)
+	}
+
+	// The list is capped: what a caller appends to it is its own, and a
+	// join does not write over it.
+	ext := append(r.members("g"), downstream.Target{ID: 99})
+	r.join("g", cs[0])
+	if ext[len(ext)-1].ID != 99 {
+		t.Fatalf("a join wrote over what a caller appended to its list: %v", ids(ext))
 	}
 }
 

@@ -345,7 +345,7 @@ func (cl *clusterNode) Deliver(devices []string, frame []byte) (missing []string
 
 // DeliverGroup implements cluster.Handler.
 func (cl *clusterNode) DeliverGroup(group string, frame []byte) int {
-	return cl.g.deliverMany(cl.g.hub.Members(group, nil), &downstream.Push{Frame: frame})
+	return cl.g.deliverMany(cl.g.hub.Members(group), &downstream.Push{Frame: frame})
 }
 
 // DeliverAll implements cluster.Handler.

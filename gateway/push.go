@@ -112,7 +112,7 @@ func (g *Gateway) PushGroup(ctx context.Context, group string, msg api.Message) 
 		return 0, err
 	}
 	g.pushRequests.Add(1)
-	n := g.deliverMany(g.hub.Members(group, nil), p)
+	n := g.deliverMany(g.hub.Members(group), p)
 	return g.fanout(ctx, n, cluster.Msg{Kind: cluster.KindGroup, Group: group, Frame: p.Frame})
 }
 
