@@ -43,6 +43,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 )
 
 const shards = 64
@@ -125,10 +126,23 @@ type Entry struct {
 	saving    bool   // with Share: Detach is saving the entry to the shared store
 }
 
+// item is one kept push: its frame as a pointer and a length, and its
+// seq, in 16 bytes instead of the 32 a slice and a seq take. A device's
+// ring is allocated whole at its first push, so a group push to 15,000
+// new devices allocated 30 MB of rings at once (default -recover-size
+// 64), which paced the GC in the middle of the fan-out; it is now 15 MB,
+// and every device that has received a push holds 1 KiB less.
 type item struct {
+	frame *byte // the frame's first byte; it keeps the whole frame alive
+	n     uint32
 	seq   uint32
-	frame []byte
 }
+
+func newItem(seq uint32, frame []byte) item {
+	return item{frame: unsafe.SliceData(frame), n: uint32(len(frame)), seq: seq}
+}
+
+func (it *item) bytes() []byte { return unsafe.Slice(it.frame, it.n) }
 
 // New returns a store keeping size pushes per device for ttl after the
 // device's last connection goes away.
@@ -297,7 +311,7 @@ func (e *Entry) adopt(st State, size int) {
 	}
 	e.ring = make([]item, size)
 	for _, it := range items {
-		e.ring[e.n] = item{seq: it.Seq, frame: it.Frame}
+		e.ring[e.n] = newItem(it.Seq, it.Frame)
 		e.n++
 	}
 }
@@ -381,7 +395,7 @@ func (e *Entry) state() State {
 	st := State{Seq: e.seq, Items: make([]Item, 0, e.n)}
 	for k := 0; k < e.n; k++ {
 		it := e.ring[(e.start+k)%len(e.ring)]
-		st.Items = append(st.Items, Item{Seq: it.seq, Frame: it.frame})
+		st.Items = append(st.Items, Item{Seq: it.seq, Frame: it.bytes()})
 	}
 	return st
 }
@@ -579,13 +593,20 @@ func (e *Entry) record(frame []byte, size int) uint32 {
 	if e.ring == nil {
 		e.ring = make([]item, size)
 	}
-	i := (e.start + e.n) % len(e.ring)
+	// Wrapped by a compare, not %: a division per delivery showed in
+	// profiles of a fan-out.
+	i := e.start + e.n
+	if i >= len(e.ring) {
+		i -= len(e.ring)
+	}
 	if e.n == len(e.ring) {
-		e.start = (e.start + 1) % len(e.ring)
+		if e.start++; e.start == len(e.ring) {
+			e.start = 0
+		}
 	} else {
 		e.n++
 	}
-	e.ring[i] = item{seq: e.seq, frame: frame}
+	e.ring[i] = newItem(e.seq, frame)
 	return e.seq
 }
 
@@ -627,7 +648,7 @@ func (e *Entry) Since(resume uint32, fn func(seq uint32, frame []byte)) (complet
 	for k := 0; k < e.n; k++ {
 		it := e.ring[(e.start+k)%len(e.ring)]
 		if it.seq > resume {
-			fn(it.seq, it.frame)
+			fn(it.seq, it.bytes())
 		}
 	}
 	return complete
