@@ -19,6 +19,7 @@ import (
 
 	"github.com/bytedance/sonic"
 
+	"github.com/longlink/longlink/internal/gatewaytest"
 	"github.com/longlink/longlink/metrics"
 	"github.com/longlink/longlink/route"
 )
@@ -166,35 +167,17 @@ func (g *fakeGateway) Ready() bool { return g.ready.Load() }
 
 var _ Gateway = (*fakeGateway)(nil)
 
-// syncBuffer is a log sink the server goroutines and the test can share.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 type testServer struct {
 	*httptest.Server
 	gw  *fakeGateway
-	log *syncBuffer
+	log *gatewaytest.LogBuffer
 }
 
 func newTestServer(t *testing.T, opts Options) *testServer {
 	t.Helper()
 	gw := &fakeGateway{groups: make(map[string]map[string]bool)}
 	gw.ready.Store(true)
-	logs := &syncBuffer{}
+	logs := &gatewaytest.LogBuffer{}
 	if opts.APIKey == "" {
 		opts.APIKey = testKey
 	}
@@ -592,7 +575,7 @@ func TestAuth(t *testing.T) {
 
 func TestEmptyAPIKeyRefusesEverything(t *testing.T) {
 	gw := &fakeGateway{}
-	logs := &syncBuffer{}
+	logs := &gatewaytest.LogBuffer{}
 	srv := httptest.NewServer(New(gw, Options{Logger: slog.New(slog.NewTextHandler(logs, nil))}))
 	defer srv.Close()
 	if !strings.Contains(logs.String(), "no API key") {

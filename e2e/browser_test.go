@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -15,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/longlink/longlink/internal/gatewaytest"
 )
 
 // The browser tests drive the gateway with clients from another ecosystem:
@@ -232,31 +233,13 @@ func TestNodeWebSocketClient(t *testing.T) {
 	p.wait()
 }
 
-// logBuffer collects a process's output while the test reads it.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // nodeProc is a Node script printing JSON lines ({"event": ...}).
 type nodeProc struct {
 	t      *testing.T
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
 	events chan map[string]any
-	stderr *logBuffer
+	stderr *gatewaytest.LogBuffer
 	seen   []string      // every line, for failure messages
 	exited chan struct{} // closed when the process has exited; err is then set
 	err    error
@@ -273,7 +256,7 @@ func runNode(t *testing.T, script string, arg any) *nodeProc {
 	cmd := exec.CommandContext(ctx, "node", script, string(b))
 	cmd.Dir = "testdata"
 	cmd.WaitDelay = 5 * time.Second
-	p := &nodeProc{t: t, cmd: cmd, events: make(chan map[string]any, 64), stderr: &logBuffer{}, exited: make(chan struct{})}
+	p := &nodeProc{t: t, cmd: cmd, events: make(chan map[string]any, 64), stderr: &gatewaytest.LogBuffer{}, exited: make(chan struct{})}
 	cmd.Stderr = p.stderr
 	if p.stdin, err = cmd.StdinPipe(); err != nil {
 		t.Fatal(err)

@@ -1,7 +1,6 @@
 package upstream
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/longlink/longlink/codec"
+	"github.com/longlink/longlink/internal/gatewaytest"
 )
 
 func TestNewRejectsBadConfig(t *testing.T) {
@@ -316,29 +316,12 @@ func TestNoGoroutineLeakAfterClose(t *testing.T) {
 }
 
 // logBuffer captures the default logger for the length of a test.
-func logBuffer(t *testing.T) *syncBuffer {
-	var buf syncBuffer
+func logBuffer(t *testing.T) *gatewaytest.LogBuffer {
+	var buf gatewaytest.LogBuffer
 	prev := slog.Default()
 	slog.SetDefault(slog.New(slog.NewTextHandler(&buf, nil)))
 	t.Cleanup(func() { slog.SetDefault(prev) })
 	return &buf
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func TestPanicsAreRecovered(t *testing.T) {

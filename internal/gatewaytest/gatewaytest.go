@@ -66,7 +66,7 @@ type Process struct {
 	Cmd *exec.Cmd
 	Addrs
 
-	logs   logBuffer
+	logs   LogBuffer
 	exited chan error    // the Wait error, then closed
 	done   chan struct{} // closed when the process has exited
 	err    error         // the Wait error, set before done is closed
@@ -210,20 +210,20 @@ func StartWithin(bin string, args []string, want Listeners, timeout time.Duratio
 	}
 }
 
-// logBuffer is a bytes.Buffer the process writes into while tests read
-// it.
-type logBuffer struct {
+// LogBuffer is a bytes.Buffer that a process or a logger writes into
+// while a test reads it. The zero value is ready.
+type LogBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (l *logBuffer) Write(b []byte) (int, error) {
+func (l *LogBuffer) Write(b []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.Write(b)
 }
 
-func (l *logBuffer) String() string {
+func (l *LogBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
