@@ -215,6 +215,17 @@ func (c *Conn) StampPush(frame []byte, p *downstream.Push) {
 	codec.SetSeq(frame, e.Record(p.Frame, c.hub.opts.RecoverSize))
 }
 
+// WatchWritable implements downstream.Conn. c.mu keeps the descriptor
+// from being closed, and its number reused, while it is registered.
+func (c *Conn) WatchWritable(ep int, key uint64) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.fd < 0 {
+		return errClosed
+	}
+	return downstream.ArmWritable(ep, int(c.fd), key)
+}
+
 // Undelivered implements downstream.Conn: a push that found c gone was
 // already counted as delivered, so it is kept for the device's resume
 // whatever recovery state the device had.

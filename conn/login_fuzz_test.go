@@ -145,13 +145,16 @@ type fuzzHub struct {
 func newFuzzHub(tb testing.TB) *fuzzHub {
 	tb.Helper()
 	var hub *Hub
-	down := downstream.New(downstream.Options{
+	down, err := downstream.New(downstream.Options{
 		Workers:    2,
 		MaxPending: 4 << 20,
 		KickFrame: func(dst []byte, s codec.Status, reason string) []byte {
 			return hub.KickFrame(dst, s, reason)
 		},
 	})
+	if err != nil {
+		tb.Fatal(err)
+	}
 	responder := responderFunc(func(req *upstream.Request, res upstream.Result) { hub.Respond(req, res) })
 	up, err := upstream.New([]upstream.Business{{ID: 1, Echo: true}}, responder, upstream.Options{Node: fuzzNode})
 	if err != nil {

@@ -99,13 +99,16 @@ func New(cfg config.Config, log *slog.Logger) (*Gateway, error) {
 		workers = runtime.GOMAXPROCS(0)
 	}
 	var hub *conn.Hub
-	g.down = downstream.New(downstream.Options{
+	g.down, err = downstream.New(downstream.Options{
 		Workers:    workers,
 		MaxPending: cfg.MaxPending,
 		KickFrame: func(dst []byte, s codec.Status, reason string) []byte {
 			return hub.KickFrame(dst, s, reason)
 		},
 	})
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
 	responder := &lateResponder{}
 	g.up, err = upstream.New(cfg.Biz, responder, upstream.Options{Node: cfg.Node, MaxBody: cfg.MaxFrame - codec.HeaderSize})
 	if err != nil {

@@ -131,6 +131,11 @@ func (c *benchConn) Terminate(status codec.Status) { c.env.terminated.Add(1) }
 // Backlog implements downstream.Conn.
 func (c *benchConn) Backlog() int { return 0 }
 
+// WatchWritable implements downstream.Conn.
+func (c *benchConn) WatchWritable(ep int, key uint64) error {
+	return downstream.ArmWritable(ep, c.fd, key)
+}
+
 func (c *benchConn) Write(b []byte) (int, error) {
 	for {
 		n, err := syscall.Write(c.fd, b)
@@ -191,7 +196,11 @@ func newFanout(b *testing.B, n int) *fanout {
 		env.ncs = append(env.ncs, nc)
 		env.ts = append(env.ts, downstream.Target{Conn: c, ID: c.ID()})
 	}
-	env.g = downstream.New(downstream.Options{Workers: runtime.GOMAXPROCS(0)})
+	g, err := downstream.New(downstream.Options{Workers: runtime.GOMAXPROCS(0)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	env.g = g
 	return env
 }
 

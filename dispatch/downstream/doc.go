@@ -15,8 +15,12 @@
 //     and everyone else keeps receiving.
 //
 // Writes are non-blocking. A socket that cannot take more is parked on its
-// worker's blocked list and retried on a short worker-wide timer, so a slow
-// reader costs neither a goroutine nor a timer of its own.
+// worker's blocked list, and the group's own epoll instance reports, once,
+// when the kernel has room for it again (EPOLLOUT); only then is it
+// written to. A slow reader costs neither a goroutine, nor a timer, nor a
+// system call while it stays slow. A worker-wide timer (Options.Retry)
+// tries the blocked sockets again now and then all the same, which is also
+// when a socket that refused every byte for Options.WriteTimeout is cut.
 //
 // A push is encoded once (Push) and the same bytes are handed to every
 // worker; each copy gets its device's seq when the worker copies it into

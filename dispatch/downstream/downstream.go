@@ -40,6 +40,11 @@ type Conn interface {
 	// Terminate closes the socket. status is why (metrics, logs); any
 	// KICK has already been written or attempted.
 	Terminate(status codec.Status)
+	// WatchWritable asks for one report when the socket can take bytes
+	// again: it calls ArmWritable(ep, fd, key) with the socket's
+	// descriptor, holding off a concurrent close so that the number
+	// cannot be reused meanwhile. It fails once the socket is closed.
+	WatchWritable(ep int, key uint64) error
 }
 
 // Push is one downstream message, encoded once and shared read-only by
@@ -69,18 +74,22 @@ type Outbox struct {
 
 const (
 	outboxDirty    = 1 << iota // in the worker's flush list
-	outboxBlocked              // in the worker's blocked list
+	outboxBlocked              // the socket refused bytes (counted in Stats.Pending)
 	outboxDone                 // terminated: drop everything
 	outboxClosing              // terminate once the pending bytes are written
 	outboxListed               // on the worker's blocked list
 	outboxMidFrame             // the last write ended inside a frame
+	outboxArmed                // a writable report is asked for and has not come
 )
 
 // Options sizes the group. Zero values take the defaults.
 type Options struct {
-	Workers    int           // writer goroutines; zero means 1
-	MaxPending int           // pending bytes per connection before SLOW_CONSUMER; zero means 1 MiB
-	Retry      time.Duration // how often blocked sockets are retried; zero means 2ms
+	Workers    int // writer goroutines; zero means 1
+	MaxPending int // pending bytes per connection before SLOW_CONSUMER; zero means 1 MiB
+	// Retry is how often blocked sockets are tried again even though the
+	// kernel has not reported them writable; it is also when the write
+	// timeout is checked. Zero means 1s.
+	Retry time.Duration
 	// WriteTimeout is how long a socket may refuse all bytes before the
 	// connection is kicked as a slow consumer; zero means 10s.
 	WriteTimeout time.Duration
@@ -99,6 +108,7 @@ type Group struct {
 	opts    Options
 	workers []*worker
 	wg      sync.WaitGroup
+	wr      *writable
 }
 
 type taskKind uint8
@@ -129,6 +139,7 @@ type worker struct {
 	queued  int        // guarded by mu: deliveries the tasks hold (a fan-out counts its share)
 	staging []byte     // guarded by mu: encoded frames of taskBytes
 	lists   [][]Target // guarded by mu: the connection lists of taskFanout
+	ready   []uint64   // guarded by mu: IDs of blocked connections the kernel reported writable
 	wake    chan struct{}
 	stop    chan struct{}
 
@@ -137,8 +148,9 @@ type worker struct {
 	spare        []task
 	spareStaging []byte
 	spareLists   [][]Target
+	spareReady   []uint64
 	dirty        []Conn
-	blocked      []Conn
+	blocked      map[uint64]Conn // connections whose socket refused bytes, by ID
 	// spareBufs are emptied outbox buffers kept for reuse, up to
 	// maxSpareBytes of capacity (spareBytes). bytebufferpool is a
 	// sync.Pool, which every GC empties: during a fan-out, with a GC every
@@ -164,8 +176,8 @@ type Stats struct {
 	_             [64]byte      // keep workers' counters on separate cache lines
 }
 
-// New starts the group's workers.
-func New(opts Options) *Group {
+// New starts the group's workers and the watch on blocked sockets.
+func New(opts Options) (*Group, error) {
 	if opts.Workers <= 0 {
 		opts.Workers = 1
 	}
@@ -173,7 +185,7 @@ func New(opts Options) *Group {
 		opts.MaxPending = 1 << 20
 	}
 	if opts.Retry <= 0 {
-		opts.Retry = 2 * time.Millisecond
+		opts.Retry = time.Second
 	}
 	if opts.WriteTimeout <= 0 {
 		opts.WriteTimeout = 10 * time.Second
@@ -181,15 +193,20 @@ func New(opts Options) *Group {
 	if opts.MaxQueue <= 0 {
 		opts.MaxQueue = 1 << 16
 	}
-	g := &Group{opts: opts, workers: make([]*worker, opts.Workers)}
+	wr, err := newWritable()
+	if err != nil {
+		return nil, err
+	}
+	g := &Group{opts: opts, workers: make([]*worker, opts.Workers), wr: wr}
 	for i := range g.workers {
-		w := &worker{g: g, idx: uint64(i), wake: make(chan struct{}, 1), stop: make(chan struct{})}
+		w := &worker{g: g, idx: uint64(i), wake: make(chan struct{}, 1), stop: make(chan struct{}), blocked: map[uint64]Conn{}}
 		w.roomy = sync.NewCond(&w.mu)
 		g.workers[i] = w
 		g.wg.Add(1)
 		go w.run()
 	}
-	return g
+	go wr.run(g)
+	return g, nil
 }
 
 func (g *Group) worker(c Conn) *worker { return g.workers[c.ID()%uint64(len(g.workers))] }
@@ -359,6 +376,7 @@ func (g *Group) Close() {
 		close(w.stop)
 	}
 	g.wg.Wait()
+	g.wr.close()
 }
 
 func (w *worker) signal() {
@@ -374,15 +392,16 @@ func (w *worker) run() {
 	retry.Stop()
 	armed := false
 	for {
+		sweep := false
 		select {
 		case <-w.wake:
 		case <-retry.C:
-			armed = false
+			armed, sweep = false, true
 		case <-w.stop:
-			w.safeDrain()
+			w.safeDrain(false)
 			return
 		}
-		w.safeDrain()
+		w.safeDrain(sweep)
 		if len(w.blocked) > 0 && !armed {
 			retry.Reset(w.g.opts.Retry)
 			armed = true
@@ -394,7 +413,7 @@ func (w *worker) run() {
 // transport, say): it is logged with its stack and counted, the round's
 // remaining work is dropped, and the worker goes on serving its other
 // connections instead of taking the node down.
-func (w *worker) safeDrain() {
+func (w *worker) safeDrain(sweep bool) {
 	defer func() {
 		if r := recover(); r != nil {
 			w.stats.Panics.Add(1)
@@ -403,12 +422,13 @@ func (w *worker) safeDrain() {
 			w.dirty = w.dirty[:0]
 		}
 	}()
-	w.drain()
+	w.drain(sweep)
 }
 
-// drain processes every queued task, then flushes each touched connection
-// once, then retries the blocked ones.
-func (w *worker) drain() {
+// drain processes every queued task, flushing each touched connection
+// once, then tries again the blocked connections the kernel reported
+// writable, or, with sweep, every blocked connection.
+func (w *worker) drain(sweep bool) {
 	for w.take() {
 		// Flush the touched connections in order. Every flushSlice
 		// connections, tasks queued meanwhile are taken too: the
@@ -420,10 +440,7 @@ func (w *worker) drain() {
 			c := w.dirty[i]
 			ob := c.Outbox()
 			w.flush(c)
-			if ob.flags&(outboxBlocked|outboxListed) == outboxBlocked {
-				ob.flags |= outboxListed
-				w.blocked = append(w.blocked, c)
-			}
+			w.settle(c, ob)
 			if i%flushSlice == flushSlice-1 {
 				w.take()
 			}
@@ -431,8 +448,11 @@ func (w *worker) drain() {
 		clear(w.dirty)
 		w.dirty = w.dirty[:0]
 	}
-	if len(w.blocked) > 0 {
-		w.retryBlocked()
+	w.retryWritable()
+	if sweep {
+		for _, c := range w.blocked {
+			w.retry(c)
+		}
 	}
 }
 
@@ -655,25 +675,66 @@ func (w *worker) slowConsumer(c Conn, ob *Outbox) {
 func (w *worker) terminate(c Conn, ob *Outbox, status codec.Status) {
 	ob.release(w)
 	ob.unblock(w)
-	ob.flags = outboxDone | ob.flags&outboxListed
+	if ob.flags&outboxListed != 0 {
+		delete(w.blocked, c.ID())
+	}
+	ob.flags = outboxDone
 	c.Terminate(status)
 }
 
-// retryBlocked flushes every blocked connection again and keeps those
-// still blocked.
-func (w *worker) retryBlocked() {
-	keep := w.blocked[:0]
-	for _, c := range w.blocked {
-		ob := c.Outbox()
-		if ob.flags&outboxBlocked != 0 {
-			w.flush(c)
-		}
-		if ob.flags&outboxBlocked != 0 {
-			keep = append(keep, c)
-		} else {
-			ob.flags &^= outboxListed
+// writable queues the ID of a blocked connection whose socket the kernel
+// reported writable (writable.run).
+func (w *worker) writable(id uint64) {
+	w.mu.Lock()
+	w.ready = append(w.ready, id)
+	w.mu.Unlock()
+	w.signal()
+}
+
+// retryWritable tries again the blocked connections reported writable.
+// An ID may be stale (the connection unblocked or closed since): it is
+// no longer on the blocked list then.
+func (w *worker) retryWritable() {
+	w.mu.Lock()
+	ids := w.ready
+	w.ready = w.spareReady[:0]
+	w.mu.Unlock()
+	for _, id := range ids {
+		if c := w.blocked[id]; c != nil {
+			c.Outbox().flags &^= outboxArmed
+			w.retry(c)
 		}
 	}
-	clear(w.blocked[len(keep):])
-	w.blocked = keep
+	w.spareReady = ids[:0]
+}
+
+// retry flushes a blocked connection again.
+func (w *worker) retry(c Conn) {
+	ob := c.Outbox()
+	if ob.flags&outboxBlocked != 0 {
+		w.flush(c)
+	}
+	w.settle(c, ob)
+}
+
+// settle keeps the blocked list in step with c after a flush: a
+// connection whose socket refused bytes is on it, with a writable report
+// asked for; one that is done or unblocked is not. If the report cannot
+// be asked for (the socket is closing), the retry timer finds the
+// connection.
+func (w *worker) settle(c Conn, ob *Outbox) {
+	if ob.flags&outboxBlocked == 0 {
+		if ob.flags&outboxListed != 0 {
+			ob.flags &^= outboxListed | outboxArmed
+			delete(w.blocked, c.ID())
+		}
+		return
+	}
+	if ob.flags&outboxListed == 0 {
+		ob.flags |= outboxListed
+		w.blocked[c.ID()] = c
+	}
+	if ob.flags&outboxArmed == 0 && c.WatchWritable(w.g.wr.ep, c.ID()) == nil {
+		ob.flags |= outboxArmed
+	}
 }

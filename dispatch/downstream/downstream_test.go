@@ -755,11 +755,14 @@ func TestCloseStopsWorkers(t *testing.T) {
 		}
 		return nil
 	})
-	if def := downstream.New(downstream.Options{}); def.Workers() != 1 {
-		t.Fatalf("zero Options: %d workers, want 1", def.Workers())
-	} else {
-		def.Close()
+	def, err := downstream.New(downstream.Options{})
+	if err != nil {
+		t.Fatal(err)
 	}
+	if def.Workers() != 1 {
+		t.Fatalf("zero Options: %d workers, want 1", def.Workers())
+	}
+	def.Close()
 }
 
 // TestTransportFraming: with a transport that frames messages (WebSocket),
@@ -901,6 +904,7 @@ func (c *panicConn) Backlog() int                       { return 0 }
 func (c *panicConn) StampPush([]byte, *downstream.Push) {}
 func (c *panicConn) Undelivered(*downstream.Push)       {}
 func (c *panicConn) Terminate(codec.Status)             {}
+func (c *panicConn) WatchWritable(int, uint64) error    { return nil }
 func (c *panicConn) AppendFrame(dst, frame []byte) ([]byte, int) {
 	panic("transport bug")
 }
@@ -928,4 +932,77 @@ func TestWorkerSurvivesPanic(t *testing.T) {
 			t.Fatalf("frame %d has seq %d", k, f.Seq)
 		}
 	}
+}
+
+// TestBlockedSocketsCostNothing: a socket that refuses bytes costs
+// nothing while it stays full: with the default options the worker waits
+// for the kernel to report it writable (EPOLLOUT) instead of trying it
+// again on a short timer (2 ms once: about 100 attempts per socket here).
+func TestBlockedSocketsCostNothing(t *testing.T) {
+	const conns = 50
+	g, _ := newGroup(t, downstream.Options{Workers: 2, KickFrame: kickFrame})
+	blockSockets(t, g, conns)
+	before := g.Stats().Writes
+	time.Sleep(200 * time.Millisecond)
+	if idle := g.Stats().Writes - before; idle > conns {
+		t.Fatalf("%d write attempts on %d full sockets in 200 ms; want at most one each", idle, conns)
+	}
+}
+
+// TestBlockedSocketsWakeOnWritable: once the peers read, the kernel's
+// report moves the pending bytes. Retry is an hour here, so nothing else
+// can.
+func TestBlockedSocketsWakeOnWritable(t *testing.T) {
+	const conns = 50
+	g, _ := newGroup(t, downstream.Options{Workers: 2, WriteTimeout: time.Hour, Retry: time.Hour, KickFrame: kickFrame})
+	cs, want := blockSockets(t, g, conns)
+	readers := make([]*rawReader, conns)
+	for i, c := range cs {
+		readers[i] = startRawReader(c.peer)
+	}
+	checkFor(t, waitLong, time.Millisecond, func() error {
+		for i, c := range cs {
+			if got := c.wrote.Load(); got != int64(want) {
+				return fmt.Errorf("conn %d: socket took %d of %d bytes", i+1, got, want)
+			}
+		}
+		if p := g.Stats().Pending; p != 0 {
+			return fmt.Errorf("%d sockets still blocked", p)
+		}
+		return nil
+	})
+	for _, c := range cs {
+		if c.terminated() {
+			t.Fatalf("conn %d terminated", c.id)
+		}
+		c.nc.CloseWrite()
+	}
+	for i, r := range readers {
+		if got := len(r.wait(t, waitLong)); got != want {
+			t.Fatalf("peer %d read %d bytes, want %d", i+1, got, want)
+		}
+	}
+}
+
+// blockSockets opens conns connections with small kernel buffers, queues
+// 64 KiB for each (more than those buffers hold) and waits until every
+// socket has refused bytes. want is the bytes queued per connection.
+func blockSockets(t *testing.T, g *downstream.Group, conns int) (cs []*sockConn, want int) {
+	t.Helper()
+	const frames, size = 64, 1024
+	srv := newServer(t)
+	cs = make([]*sockConn, conns)
+	for i := range cs {
+		cs[i] = srv.conn(uint64(i+1), pairOpts{sndbuf: 4096, rcvbuf: 4096})
+		for k := 1; k <= frames; k++ {
+			g.Send(cs[i], respFrame(nil, uint32(k), size))
+		}
+	}
+	checkFor(t, waitLong, time.Millisecond, func() error {
+		if p := g.Stats().Pending; p != int64(conns) {
+			return fmt.Errorf("%d sockets blocked, want %d", p, conns)
+		}
+		return nil
+	})
+	return cs, frames * (codec.HeaderSize + size)
 }

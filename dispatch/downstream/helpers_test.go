@@ -131,6 +131,15 @@ func (c *sockConn) StampPush(frame []byte, p *downstream.Push) {
 	codec.SetSeq(frame, c.seq.Add(1))
 }
 
+func (c *sockConn) WatchWritable(ep int, key uint64) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return errConnClosed
+	}
+	return downstream.ArmWritable(ep, c.fd, key)
+}
+
 func (c *sockConn) Undelivered(p *downstream.Push) {
 	c.mu.Lock()
 	c.undelivered = append(c.undelivered, p)
@@ -421,7 +430,10 @@ func newPush(id string, body []byte) *downstream.Push {
 // newGroup starts a group and stops it when the test ends; stop stops it
 // earlier (Close may be called only once).
 func newGroup(t testing.TB, o downstream.Options) (g *downstream.Group, stop func()) {
-	g = downstream.New(o)
+	g, err := downstream.New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var once sync.Once
 	stop = func() { once.Do(g.Close) }
 	t.Cleanup(stop)

@@ -1,0 +1,174 @@
+// Command stalled measures what readers that stop reading cost the
+// gateway. It logs in -conns devices whose sockets have a small receive
+// buffer, stops reading them, and broadcasts -pushes pushes of -size
+// bytes, more than the kernel buffers hold, so that every one of those
+// sockets refuses bytes. Then, for -window (keep it under the gateway's
+// write timeout, 10s), it reads the gateway's /v1/stats at both ends and
+// prints the CPU the gateway used and the write system calls it made
+// while the sockets stayed full.
+//
+//	go run . &                  # the gateway on its development defaults
+//	go run ./bench/stalled -conns 2000
+//
+// It is a measurement for docs/BENCHMARKS.md, not part of the gateway.
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/longlink/longlink/codec"
+)
+
+func main() {
+	addr := flag.String("addr", "127.0.0.1:7000", "gateway TCP address")
+	api := flag.String("api", "http://127.0.0.1:7080", "gateway HTTP API")
+	apiKey := flag.String("api-key", "longlink-dev-api-key", "API key")
+	secret := flag.String("jwt-secret", "longlink-dev-jwt-secret-do-not-use-in-production", "JWT secret, to mint the devices' tokens")
+	conns := flag.Int("conns", 1000, "stalled connections")
+	pushes := flag.Int("pushes", 8, "broadcast pushes")
+	size := flag.Int("size", 16<<10, "bytes per push")
+	window := flag.Duration("window", 5*time.Second, "how long to measure while the sockets stay full")
+	flag.Parse()
+	if err := run(*addr, *api, *apiKey, []byte(*secret), *conns, *pushes, *size, *window); err != nil {
+		fmt.Fprintln(os.Stderr, "stalled:", err)
+		os.Exit(1)
+	}
+}
+
+func run(addr, api, apiKey string, secret []byte, conns, pushes, size int, window time.Duration) error {
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+		})
+		return errors.Join(err, serr)
+	}}
+	ncs := make([]net.Conn, 0, conns)
+	defer func() {
+		for _, nc := range ncs {
+			nc.Close()
+		}
+	}()
+	for i := range conns {
+		nc, err := d.Dial("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("dial %d: %w", i, err)
+		}
+		ncs = append(ncs, nc)
+		if err := login(nc, secret, fmt.Sprintf("stalled-%d", i)); err != nil {
+			return fmt.Errorf("device %d: %w", i, err)
+		}
+	}
+	body, _ := json.Marshal(map[string]any{"biz": 1, "data": strings.Repeat("x", size)})
+	for i := range pushes {
+		if err := call(http.MethodPost, api+"/v1/broadcast", apiKey, body, nil); err != nil {
+			return fmt.Errorf("broadcast %d: %w", i, err)
+		}
+	}
+	time.Sleep(time.Second) // the workers write what the sockets take, then they are full
+	var a, b stats
+	if err := call(http.MethodGet, api+"/v1/stats", apiKey, nil, &a); err != nil {
+		return err
+	}
+	start := time.Now()
+	time.Sleep(window)
+	if err := call(http.MethodGet, api+"/v1/stats", apiKey, nil, &b); err != nil {
+		return err
+	}
+	secs := time.Since(start).Seconds()
+	cpu := b.CPUSeconds - a.CPUSeconds
+	fmt.Printf("%d stalled connections (%d sockets full at the start, %d at the end) for %.1fs: gateway CPU %.3fs (%.2f%% of a core), %d write calls (%.0f/s), %d kicks\n",
+		conns, a.blocked(), b.blocked(), secs, cpu, 100*cpu/secs, b.Writes-a.Writes, float64(b.Writes-a.Writes)/secs, b.kicks()-a.kicks())
+	return nil
+}
+
+// login sends LOGIN with a freshly minted token and reads LOGIN_ACK.
+func login(nc net.Conn, secret []byte, device string) error {
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": device, "exp": time.Now().Add(time.Hour).Unix()}).SignedString(secret)
+	if err != nil {
+		return err
+	}
+	meta := codec.AppendMetaString(nil, "token", tok)
+	if _, err := nc.Write(codec.AppendFrame(nil, codec.Header{Op: codec.OpLogin, Seq: 1}, meta, nil)); err != nil {
+		return err
+	}
+	buf := make([]byte, 0, 512)
+	for {
+		f, n, err := codec.Decode(buf, 1<<16)
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			if f.Op != codec.OpLoginAck || f.Status != codec.StatusOK {
+				return fmt.Errorf("login answered %v %v", f.Op, f.Status)
+			}
+			return nil
+		}
+		k, err := nc.Read(buf[len(buf):cap(buf)])
+		if err != nil {
+			return fmt.Errorf("read LOGIN_ACK: %w", err)
+		}
+		buf = buf[:len(buf)+k]
+	}
+}
+
+type stats struct {
+	CPUSeconds float64           `json:"cpu_seconds"`
+	Writes     uint64            `json:"writes"`
+	Kicks      map[string]uint64 `json:"kicks"`
+	Queues     []struct {
+		Name string `json:"name"`
+		Len  int64  `json:"len"`
+	} `json:"queues"`
+}
+
+// blocked is how many connections have bytes their socket refused.
+func (s *stats) blocked() int64 {
+	for _, q := range s.Queues {
+		if q.Name == "downstream_blocked_conns" {
+			return q.Len
+		}
+	}
+	return -1
+}
+
+func (s *stats) kicks() (n uint64) {
+	for _, k := range s.Kicks {
+		n += k
+	}
+	return n
+}
+
+func call(method, url, apiKey string, body []byte, out any) error {
+	req, err := http.NewRequest(method, url, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+apiKey)
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, url, err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	if res.StatusCode/100 != 2 {
+		return fmt.Errorf("%s %s: %s: %s", method, url, res.Status, b)
+	}
+	if out != nil {
+		return json.Unmarshal(b, out)
+	}
+	return nil
+}
