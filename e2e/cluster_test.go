@@ -408,6 +408,18 @@ func TestClusterRedisDown(t *testing.T) {
 		t.Fatalf("push with Redis down: %+v; want a1 delivered, b1 unrouted", res)
 	}
 	a1.clWantPush(1, "down")
+	// Where a device is: the node knows its own devices, and cannot know
+	// the others'.
+	var where struct {
+		Online     bool
+		Node, Conn string
+	}
+	if code := a.api("GET", "/v1/devices/a1", nil, &where); code != 200 || !where.Online || where.Node != "A" || where.Conn == "" {
+		t.Fatalf("GET /v1/devices/a1 on its own node with Redis down: %d %+v", code, where)
+	}
+	if code := a.api("GET", "/v1/devices/b1", nil, nil); code != 503 {
+		t.Fatalf("GET /v1/devices/b1 (on node B) with Redis down: %d, want 503", code)
+	}
 	// A group push or a broadcast says how far it went.
 	var e struct{ Error string }
 	for _, path := range []string{"/v1/groups/room/push", "/v1/broadcast"} {

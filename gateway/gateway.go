@@ -405,8 +405,13 @@ func (g *Gateway) advertise(addr string) string {
 	return net.JoinHostPort(g.cfg.Advertise, port)
 }
 
-// Device implements api.Gateway.
+// Device implements api.Gateway. A device connected to this node is
+// answered from the node's own registry: no route call, and an answer
+// even while the shared route (Redis) is unreachable.
 func (g *Gateway) Device(ctx context.Context, device string) (api.DeviceInfo, error) {
+	if c := g.hub.Lookup(device); c != nil {
+		return api.DeviceInfo{Online: true, Node: g.cfg.Node, Conn: strconv.FormatUint(c.ID(), 10)}, nil
+	}
 	loc, online, err := g.route.Lookup(ctx, device)
 	if err != nil || !online {
 		return api.DeviceInfo{}, err
