@@ -407,6 +407,9 @@ func TestClusterRedisDown(t *testing.T) {
 	if res.Delivered != 1 || len(res.Offline) != 0 || !slices.Equal(res.Unrouted, []string{"b1"}) {
 		t.Fatalf("push with Redis down: %+v; want a1 delivered, b1 unrouted", res)
 	}
+	if n := a.stats()["push"].(map[string]any)["unrouted"].(float64); n != 1 {
+		t.Fatalf("/v1/stats push.unrouted = %v after one unrouted target, want 1", n)
+	}
 	a1.clWantPush(1, "down")
 	// Where a device is: the node knows its own devices, and cannot know
 	// the others'.

@@ -345,6 +345,8 @@ func (g *Gateway) Stats() metrics.Snapshot {
 		},
 	}
 	if g.cl != nil {
+		s.Push.Unrouted = g.cl.unrouted.Load()
+		s.Push.NoReply = g.cl.noReply.Load()
 		bs := g.cl.bus.Stats()
 		s.Queues = append(s.Queues,
 			metrics.QueueStats{Name: "cluster_replies", Dropped: bs.Dropped.Load()},

@@ -22,6 +22,7 @@
 //	longlink_frames_{in,out}_total, longlink_bytes_{in,out}_total  counters
 //	longlink_kicks_total{status}                                   counter
 //	longlink_push_{requests,deliveries,offline,recovered,acks}_total counters
+//	longlink_push_{unrouted,no_reply}_total                        counters (-redis)
 //	longlink_biz_requests_total{biz}                               counter
 //	longlink_biz_results_total{biz,status}                         counter
 //	longlink_biz_queued{biz}, longlink_biz_in_flight{biz}          gauges

@@ -45,6 +45,8 @@ var (
 	descPushOffline    = desc("push_offline_total", "Unicast push targets that were not connected.")
 	descPushRecovered  = desc("push_recovered_total", "Pushes redelivered by resume.")
 	descPushAcks       = desc("push_acks_total", "PUSH_ACK frames received.")
+	descPushUnrouted   = desc("push_unrouted_total", "Unicast push targets on other nodes that could not be reached (with -redis).")
+	descPushNoReply    = desc("push_no_reply_total", "Unicast deliveries another node received but did not confirm in time, counted as delivered (with -redis).")
 	descBizRequests    = desc("biz_requests_total", "Upstream requests to a business.", "biz")
 	descBizResults     = desc("biz_results_total", "Upstream answers by RESPONSE status.", "biz", "status")
 	descBizQueued      = desc("biz_queued", "Upstream requests waiting in the business's queue.", "biz")
@@ -59,7 +61,7 @@ var (
 		descConnections, descLoggedIn, descAccepted, descRefused, descRateLimited, descLogins,
 		descLoginFailures, descFramesIn, descFramesOut, descBytesIn, descBytesOut, descWrites,
 		descKicks, descPushRequests, descPushDeliveries, descPushOffline,
-		descPushRecovered, descPushAcks, descBizRequests, descBizResults,
+		descPushRecovered, descPushAcks, descPushUnrouted, descPushNoReply, descBizRequests, descBizResults,
 		descBizQueued, descBizInFlight, descBizBreakerOpen, descBizLatency,
 		descQueueLen, descQueueCap, descQueueDropped,
 	}
@@ -117,6 +119,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	c.counter(ch, descPushOffline, s.Push.Offline)
 	c.counter(ch, descPushRecovered, s.Push.Recovered)
 	c.counter(ch, descPushAcks, s.Push.Acks)
+	c.counter(ch, descPushUnrouted, s.Push.Unrouted)
+	c.counter(ch, descPushNoReply, s.Push.NoReply)
 
 	for _, b := range s.Businesses {
 		biz := strconv.FormatUint(uint64(b.ID), 10)

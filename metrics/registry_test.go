@@ -33,7 +33,7 @@ func sampleSnapshot() Snapshot {
 		BytesOut:    2000,
 		Writes:      30,
 		Kicks:       map[string]uint64{"IDLE_TIMEOUT": 4, "BAD_FRAME": 1},
-		Push:        PushStats{Requests: 5, Deliveries: 50, Offline: 3, Recovered: 2, Acks: 40},
+		Push:        PushStats{Requests: 5, Deliveries: 50, Offline: 3, Recovered: 2, Acks: 40, Unrouted: 6, NoReply: 7},
 		Businesses: []BizStats{
 			{ID: 1, Target: "echo", Requests: 9, Results: map[string]uint64{"OK": 8, "TIMEOUT": 1},
 				Queued: 2, InFlight: 1, Breaker: "closed", LatencySeconds: 0.5, LatencyCount: 9},
@@ -102,6 +102,12 @@ longlink_push_recovered_total 2
 # HELP longlink_push_acks_total PUSH_ACK frames received.
 # TYPE longlink_push_acks_total counter
 longlink_push_acks_total 40
+# HELP longlink_push_unrouted_total Unicast push targets on other nodes that could not be reached (with -redis).
+# TYPE longlink_push_unrouted_total counter
+longlink_push_unrouted_total 6
+# HELP longlink_push_no_reply_total Unicast deliveries another node received but did not confirm in time, counted as delivered (with -redis).
+# TYPE longlink_push_no_reply_total counter
+longlink_push_no_reply_total 7
 # HELP longlink_biz_requests_total Upstream requests to a business.
 # TYPE longlink_biz_requests_total counter
 longlink_biz_requests_total{biz="1"} 9

@@ -41,6 +41,13 @@ type PushStats struct {
 	Offline    uint64 `json:"offline"`    // unicast targets that were not connected
 	Recovered  uint64 `json:"recovered"`  // pushes redelivered by resume
 	Acks       uint64 `json:"acks"`       // PUSH_ACK frames received
+	// Unrouted counts unicast targets (with -redis) that could not be
+	// reached: the route or their node was unreachable; their push was
+	// not kept for resume.
+	Unrouted uint64 `json:"unrouted"`
+	// NoReply counts unicast deliveries (with -redis) that another node
+	// received but did not confirm in time, counted as delivered.
+	NoReply uint64 `json:"no_reply"`
 }
 
 // BizStats is one business's forwarding group.
