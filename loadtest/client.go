@@ -53,11 +53,12 @@ type client struct {
 	closing  atomic.Bool   // we close it: the disconnect is not an error
 	kicked   atomic.Bool   // a KICK arrived: the disconnect is counted there
 
-	rbuf   []byte // reader-owned
-	rs, re int    // unconsumed bytes are rbuf[rs:re]
-	need   int    // bytes from rs that the next frame needs, set by next
-	full   bool   // the last read filled rbuf: traffic is heavy, grow it
-	frag   []byte // WebSocket: a fragmented message being put together (nil almost always)
+	rbuf   []byte         // reader-owned
+	rs, re int            // unconsumed bytes are rbuf[rs:re]
+	need   int            // bytes from rs that the next frame needs, set by next
+	full   bool           // the last read filled rbuf: traffic is heavy, grow it
+	frag   []byte         // WebSocket: a fragmented message being put together (nil almost always)
+	arr    *arrivalReader // plain TCP on Linux: reads with the kernel's receive time; nil otherwise
 
 	done chan struct{} // closed when the reader returns
 }
@@ -319,7 +320,13 @@ func (c *client) fill(need int) error {
 		c.rs = 0
 		c.rbuf = nb
 	}
-	n, err := c.nc.Read(c.rbuf[c.re:])
+	var n int
+	var err error
+	if c.arr != nil {
+		n, err = c.arr.Read(c.rbuf[c.re:])
+	} else {
+		n, err = c.nc.Read(c.rbuf[c.re:])
+	}
 	c.full = c.re+n == len(c.rbuf)
 	c.re += n
 	if n > 0 {
@@ -466,6 +473,16 @@ func (c *client) flushDeliveries(b *readBatch) {
 	r.lat[kindDelivery].recordAll(c.s.idx, b.lat[:b.n])
 	r.c.deliveries.Add(int64(b.n))
 	storeMax(&r.c.lastDelivery, b.wall)
+	if c.arr != nil && c.arr.ts != 0 {
+		// The frames of one read arrived with its last segment: each
+		// arrival latency is the delivery latency less the time the
+		// generator took to read them.
+		lag := time.Duration(max(b.wall-c.arr.ts, 0))
+		for i := range b.lat[:b.n] {
+			b.lat[i] -= lag
+		}
+		r.lat[kindArrival].recordAll(c.s.idx, b.lat[:b.n])
+	}
 	b.n = 0
 }
 

@@ -17,10 +17,11 @@ const (
 	kindDelivery             // push intended send time (API call) -> PUSH received
 	kindPing                 // PING sent -> PONG received
 	kindLogin                // dial start -> LOGIN_ACK received
+	kindArrival              // push intended send time -> PUSH reached the socket (kernel receive time; plain TCP on Linux)
 	numKinds
 )
 
-var kindNames = [numKinds]string{"request", "delivery", "ping", "login"}
+var kindNames = [numKinds]string{"request", "delivery", "ping", "login", "arrival"}
 
 func (k kind) String() string { return kindNames[k] }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -130,6 +131,7 @@ func TestSmokeRealGateway(t *testing.T) {
 			if s.Deliveries != conns*20 || s.GroupMembers != conns {
 				t.Errorf("deliveries %d, members %d", s.Deliveries, s.GroupMembers)
 			}
+			checkArrival(t, s)
 		}},
 		{"mixed", []string{"-rate", "200", "-push-rate", "50", "-churn", "10"}, func(t *testing.T, s *Summary) {
 			if s.Reconnects == 0 || s.Requests == 0 || s.Deliveries == 0 {
@@ -231,5 +233,28 @@ func TestSmokeRealGateway(t *testing.T) {
 			}
 			c.check(t, s)
 		})
+	}
+}
+
+// checkArrival: over plain TCP on Linux every delivery also has an
+// arrival latency (up to the kernel's receive time), and a frame reaches
+// the socket before the generator reads it, so no arrival percentile may
+// exceed the delivery one (beyond the histogram's 3-digit precision).
+func checkArrival(t *testing.T, s *Summary) {
+	t.Helper()
+	if runtime.GOOS != "linux" {
+		return
+	}
+	a, d := s.Latencies["arrival"], s.Latencies["delivery"]
+	if a.Count != d.Count || a.Count != s.Deliveries {
+		t.Fatalf("%d arrival latencies for %d deliveries (%d delivery latencies)", a.Count, s.Deliveries, d.Count)
+	}
+	for _, q := range []struct {
+		name string
+		a, d float64
+	}{{"p50", a.P50, d.P50}, {"p99", a.P99, d.P99}, {"max", a.Max, d.Max}} {
+		if q.a > q.d*1.001+0.001 {
+			t.Errorf("arrival %s %.3f ms after delivery %s %.3f ms", q.name, q.a, q.name, q.d)
+		}
 	}
 }

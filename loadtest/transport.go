@@ -49,6 +49,9 @@ func (r *runner) dial(ctx context.Context, c *client, addr string) error {
 		}
 	default:
 		c.nc = nc
+		if tc, ok := nc.(*net.TCPConn); ok {
+			c.arr = newArrivalReader(tc)
+		}
 	}
 	return nil
 }
