@@ -942,10 +942,14 @@ func TestBlockedSocketsCostNothing(t *testing.T) {
 	const conns = 50
 	g, _ := newGroup(t, downstream.Options{Workers: 2, KickFrame: kickFrame})
 	blockSockets(t, g, conns)
+	// The peers' kernels may still be acknowledging the last bytes, which
+	// makes room for a last write or two: let them finish.
+	time.Sleep(100 * time.Millisecond)
 	before := g.Stats().Writes
 	time.Sleep(200 * time.Millisecond)
-	if idle := g.Stats().Writes - before; idle > conns {
-		t.Fatalf("%d write attempts on %d full sockets in 200 ms; want at most one each", idle, conns)
+	// At most the once-a-second retry and one late report each.
+	if idle := g.Stats().Writes - before; idle > 2*conns {
+		t.Fatalf("%d write attempts on %d full sockets in 200 ms; want at most two each", idle, conns)
 	}
 }
 
