@@ -114,6 +114,12 @@ func (c *Conn) State() State { return State(c.state.Load() & stateMask) }
 const (
 	stateMask  = 0xFF
 	wsUpgraded = 1 << 8 // WebSocket: the handshake was answered
+	// The login's bits (beginLogin): a login is between naming the device
+	// and finishing; a release came meanwhile and left the device to the
+	// login; the connection reached logged-in (so Connected was emitted).
+	loginBusy   = 1 << 9
+	releaseDue  = 1 << 10
+	wasLoggedIn = 1 << 11
 )
 
 // setState moves c to `to` if that is legal from its current state and
@@ -133,6 +139,49 @@ func (c *Conn) setState(to State, status codec.Status) bool {
 		if c.state.CompareAndSwap(word, next) {
 			c.hub.transition(c, from, to)
 			return true
+		}
+	}
+}
+
+// beginLogin starts the part of a login that names the device and binds
+// it, unless c is closing already. Until endLogin, a release of c leaves
+// the device to the login (claimRelease), so that the login's binds,
+// registrations and Connected event cannot come after the release undid
+// them. netpoll never runs the close hook while the handler runs, but a
+// TLS login runs on the handshake goroutine, outside that promise.
+func (c *Conn) beginLogin() bool {
+	for {
+		w := c.state.Load()
+		if State(w&stateMask) != StateAccepted {
+			return false
+		}
+		if c.state.CompareAndSwap(w, w|loginBusy) {
+			return true
+		}
+	}
+}
+
+// endLogin ends what beginLogin started and reports whether a release
+// came meanwhile: the caller must then release the device.
+func (c *Conn) endLogin() (releaseNow bool) {
+	for {
+		w := c.state.Load()
+		if c.state.CompareAndSwap(w, w&^(loginBusy|releaseDue)) {
+			return w&releaseDue != 0
+		}
+	}
+}
+
+// claimRelease reports whether the release may undo the device's login
+// now; false means a login is under way and will do it when it ends.
+func (c *Conn) claimRelease() bool {
+	for {
+		w := c.state.Load()
+		if w&loginBusy == 0 {
+			return true
+		}
+		if c.state.CompareAndSwap(w, w|releaseDue) {
+			return false
 		}
 	}
 }

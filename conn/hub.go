@@ -240,8 +240,11 @@ func (h *Hub) data(ctx context.Context, nc netpoll.Connection) error {
 
 // transition counts a state change and calls the test hook.
 func (h *Hub) transition(c *Conn, from, to State) {
-	if to == StateLoggedIn {
+	switch {
+	case to == StateLoggedIn:
 		h.loggedIn.Add(1)
+	case from == StateLoggedIn:
+		h.loggedIn.Add(-1)
 	}
 	if h.opts.OnTransition != nil {
 		h.opts.OnTransition(c, from, to)
@@ -271,10 +274,18 @@ func (h *Hub) release(c *Conn) {
 			c.ext.tls.release()
 		}
 	}
+	if c.claimRelease() {
+		h.releaseDevice(c)
+	}
+}
+
+// releaseDevice undoes a login: the registry, and (leave) the route, the
+// recovery state, the cluster and the events sink. It runs once, from the
+// release or, if that came while the login ran, from the login's end.
+func (h *Hub) releaseDevice(c *Conn) {
 	if c.device == "" {
 		return
 	}
-	h.loggedIn.Add(-1)
 	h.reg.remove(c)
 	if h.opts.Cluster != nil {
 		// With a shared route these go to Redis: never on the goroutine
@@ -300,7 +311,7 @@ func (h *Hub) leave(c *Conn) {
 	if h.opts.Cluster != nil {
 		h.opts.Cluster.Released(c.device, c.id)
 	}
-	if h.opts.Events != nil {
+	if h.opts.Events != nil && c.state.Load()&wasLoggedIn != 0 {
 		h.opts.Events.Disconnected(h.opts.Node, c, c.kickStatus())
 	}
 }

@@ -142,7 +142,8 @@ type fuzzHub struct {
 	verifier *auth.Verifier
 }
 
-func newFuzzHub(tb testing.TB) *fuzzHub {
+// newFuzzHub builds the hub; mods, in order, may change its options.
+func newFuzzHub(tb testing.TB, mods ...func(*Options)) *fuzzHub {
 	tb.Helper()
 	var hub *Hub
 	down, err := downstream.New(downstream.Options{
@@ -162,7 +163,7 @@ func newFuzzHub(tb testing.TB) *fuzzHub {
 	}
 	rt := route.NewMemory()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	hub = NewHub(Options{
+	opts := Options{
 		Node:         fuzzNode,
 		MaxFrame:     fuzzMaxFrame,
 		Heartbeat:    time.Minute,
@@ -180,13 +181,17 @@ func newFuzzHub(tb testing.TB) *fuzzHub {
 				panic(fmt.Sprintf("illegal transition %v -> %v", from, to))
 			}
 		},
-	})
+	}
+	for _, m := range mods {
+		m(&opts)
+	}
+	hub = NewHub(opts)
 	tb.Cleanup(func() {
 		_ = up.Close(context.Background())
 		hub.Close()
 		down.Close()
 	})
-	return &fuzzHub{h: hub, route: rt, verifier: auth.NewVerifier([]byte(fuzzSecret))}
+	return &fuzzHub{h: hub, route: opts.Route, verifier: auth.NewVerifier([]byte(fuzzSecret))}
 }
 
 type responderFunc func(*upstream.Request, upstream.Result)

@@ -1,12 +1,16 @@
 package conn
 
 import (
+	"context"
+	"slices"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/longlink/longlink/codec"
+	"github.com/longlink/longlink/route"
 )
 
 // TestLoginAckMeansReachable: LOGIN_ACK is not written before the device
@@ -81,4 +85,101 @@ func TestLoginAckMeansReachable(t *testing.T) {
 		}
 	}
 	t.Fatal("no LOGIN_ACK within 5s of the registry being free")
+}
+
+// TestCloseDuringLogin: a TLS login runs on the handshake goroutine
+// (tlsConn.pump), outside netpoll's promise that a connection's close
+// hook waits for its handler, so the hook can run while the login is half
+// done. Wherever it lands (here: while the route binds the device, and
+// at the move to logged-in), the device's events come in order, each
+// once, or not at all; the logged-in count comes back to 0; and neither
+// the registry nor the route keeps the device.
+func TestCloseDuringLogin(t *testing.T) {
+	for _, at := range []string{"bind", "logged-in"} {
+		t.Run(at, func(t *testing.T) {
+			const device = "closing-dev"
+			var closeNow func()
+			rt := &hookRoute{Route: route.NewMemory()}
+			ev := &eventLog{}
+			fh := newFuzzHub(t, func(o *Options) {
+				o.Route, o.Events = rt, ev
+				check := o.OnTransition
+				o.OnTransition = func(c *Conn, from, to State) {
+					check(c, from, to)
+					if at == "logged-in" && to == StateLoggedIn {
+						closeNow()
+					}
+				}
+			})
+			if at == "bind" {
+				rt.onBind = func() { closeNow() }
+			}
+			pair, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer syscall.Close(pair[1])
+			nc := &fakeConn{fd: pair[0], closed: make(chan struct{})}
+			c, _ := fh.h.prepare(nc, TCP).(*Conn)
+			if c == nil {
+				t.Fatal("prepare refused the connection")
+			}
+			closeNow = func() { _ = nc.Close() } // not inside data: the callbacks run at once
+
+			tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": device, "exp": 4102444800}).SignedString([]byte(fuzzSecret))
+			if err != nil {
+				t.Fatal(err)
+			}
+			in := codec.AppendFrame(nil, codec.Header{Op: codec.OpLogin, Seq: 1}, codec.AppendMetaString(nil, "token", tok), nil)
+			f, _, err := codec.Decode(in, fuzzMaxFrame)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.handle(&f) // as the TLS handshake goroutine does
+			<-nc.closed
+
+			if got := ev.get(); len(got) != 0 && !slices.Equal(got, []string{"connected", "disconnected"}) {
+				t.Fatalf("events %q; want connected then disconnected, or none", got)
+			}
+			if n := fh.h.Counters().LoggedIn; n != 0 {
+				t.Fatalf("logged in: %d after the connection closed", n)
+			}
+			if got := fh.h.Lookup(device); got != nil {
+				t.Fatal("the registry keeps the closed connection")
+			}
+			if _, online, _ := rt.Lookup(context.Background(), device); online {
+				t.Fatal("the route keeps the device bound to the closed connection")
+			}
+		})
+	}
+}
+
+// hookRoute runs onBind before a Bind.
+type hookRoute struct {
+	route.Route
+	onBind func()
+}
+
+func (r *hookRoute) Bind(ctx context.Context, device string, loc route.Location) (route.Location, bool, error) {
+	if r.onBind != nil {
+		r.onBind()
+	}
+	return r.Route.Bind(ctx, device, loc)
+}
+
+// eventLog records the device events in order.
+type eventLog struct {
+	mu  sync.Mutex
+	evs []string
+}
+
+func (e *eventLog) Connected(string, *Conn) { e.add("connected") }
+func (e *eventLog) Disconnected(string, *Conn, codec.Status) {
+	e.add("disconnected")
+}
+func (e *eventLog) add(s string) { e.mu.Lock(); e.evs = append(e.evs, s); e.mu.Unlock() }
+func (e *eventLog) get() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return slices.Clone(e.evs)
 }

@@ -113,7 +113,15 @@ func (c *Conn) login(f *codec.Frame) {
 		groups = appendNew(groups, claims.Groups)
 	}
 
-	// From here the connection is logged in.
+	// From here the connection is logged in, unless it closes meanwhile.
+	if !c.beginLogin() {
+		return // closing already: nothing of the device to undo
+	}
+	defer func() {
+		if c.endLogin() {
+			h.releaseDevice(c)
+		}
+	}()
 	c.device, c.app = claims.Device, claims.App
 	// Bound before the recovery state is attached: a connection of the
 	// device on another node must first let go of the device and of its
@@ -128,8 +136,9 @@ func (c *Conn) login(f *codec.Frame) {
 		c.rec.Store(rec)
 	}
 	if !c.setState(StateLoggedIn, codec.StatusOK) {
-		return // kicked meanwhile
+		return // kicked meanwhile: the release undoes the bind
 	}
+	c.state.Or(wasLoggedIn)
 	h.wheel.reschedule(c)
 	c.tokens = float32(h.opts.Burst)
 	c.refill = h.nowMillis()
