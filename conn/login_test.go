@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/golang-jwt/jwt/v5"
+	"github.com/longlink/longlink/auth"
 	"github.com/longlink/longlink/codec"
 	"github.com/longlink/longlink/route"
 )
@@ -22,40 +22,23 @@ import (
 func TestLoginAckMeansReachable(t *testing.T) {
 	fh := newFuzzHub(t)
 	const device = "reachable-dev"
-	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": device, "exp": 4102444800}).SignedString([]byte(fuzzSecret))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pair, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.SetNonblock(pair[0], true); err != nil {
-		t.Fatal(err)
-	}
-	defer syscall.Close(pair[1])
+	c, nc, peer := fakeSession(t, fh)
 	// The test's reads time out, so a LOGIN_ACK that is not there shows as
 	// EAGAIN instead of a hang.
-	if err := syscall.SetsockoptTimeval(pair[1], syscall.SOL_SOCKET, syscall.SO_RCVTIMEO, &syscall.Timeval{Usec: 100_000}); err != nil {
+	if err := syscall.SetsockoptTimeval(peer, syscall.SOL_SOCKET, syscall.SO_RCVTIMEO, &syscall.Timeval{Usec: 100_000}); err != nil {
 		t.Fatal(err)
-	}
-	nc := &fakeConn{fd: pair[0], closed: make(chan struct{})}
-	ctx := fh.h.prepare(nc, TCP)
-	c, _ := ctx.(*Conn)
-	if c == nil {
-		t.Fatal("prepare refused the connection")
 	}
 
 	shard := fh.h.reg.device(device)
 	shard.mu.Lock()
-	nc.in = codec.AppendFrame(nil, codec.Header{Op: codec.OpLogin, Seq: 1}, codec.AppendMetaString(nil, "token", tok), nil)
+	nc.in = loginFrame(t, device)
 	fed := make(chan error, 1)
 	go func() {
-		_, err := nc.data(fh.h, ctx)
+		_, err := nc.data(fh.h, c)
 		fed <- err
 	}()
 	var buf [4096]byte
-	if n, err := syscall.Read(pair[1], buf[:]); n > 0 {
+	if n, err := syscall.Read(peer, buf[:]); n > 0 {
 		shard.mu.Unlock()
 		t.Fatalf("%d bytes written before the device could enter the registry", n)
 	} else if err != syscall.EAGAIN {
@@ -67,7 +50,7 @@ func TestLoginAckMeansReachable(t *testing.T) {
 	var out []byte
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
-		n, _ := syscall.Read(pair[1], buf[:])
+		n, _ := syscall.Read(peer, buf[:])
 		out = append(out, buf[:max(n, 0)]...)
 		if f, k, _ := codec.Decode(out, 1<<16); k > 0 {
 			if f.Op != codec.OpLoginAck || f.Status != codec.StatusOK {
@@ -114,24 +97,10 @@ func TestCloseDuringLogin(t *testing.T) {
 			if at == "bind" {
 				rt.onBind = func() { closeNow() }
 			}
-			pair, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer syscall.Close(pair[1])
-			nc := &fakeConn{fd: pair[0], closed: make(chan struct{})}
-			c, _ := fh.h.prepare(nc, TCP).(*Conn)
-			if c == nil {
-				t.Fatal("prepare refused the connection")
-			}
+			c, nc, _ := fakeSession(t, fh)
 			closeNow = func() { _ = nc.Close() } // not inside data: the callbacks run at once
 
-			tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": device, "exp": 4102444800}).SignedString([]byte(fuzzSecret))
-			if err != nil {
-				t.Fatal(err)
-			}
-			in := codec.AppendFrame(nil, codec.Header{Op: codec.OpLogin, Seq: 1}, codec.AppendMetaString(nil, "token", tok), nil)
-			f, _, err := codec.Decode(in, fuzzMaxFrame)
+			f, _, err := codec.Decode(loginFrame(t, device), fuzzMaxFrame)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -182,4 +151,35 @@ func (e *eventLog) get() []string {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return slices.Clone(e.evs)
+}
+
+// fakeSession accepts a connection on fh's hub over one end of a socket
+// pair (non-blocking, as netpoll's are) and returns it, its fakeConn and
+// the other end, which the test reads and which is closed when it ends.
+func fakeSession(t *testing.T, fh *fuzzHub) (c *Conn, nc *fakeConn, peer int) {
+	t.Helper()
+	pair, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(pair[1]) })
+	if err := syscall.SetNonblock(pair[0], true); err != nil {
+		t.Fatal(err)
+	}
+	nc = &fakeConn{fd: pair[0], closed: make(chan struct{})}
+	c, _ = fh.h.prepare(nc, TCP).(*Conn)
+	if c == nil {
+		t.Fatal("prepare refused the connection")
+	}
+	return c, nc, pair[1]
+}
+
+// loginFrame is a LOGIN for device with a token the fuzz hub accepts.
+func loginFrame(t *testing.T, device string) []byte {
+	t.Helper()
+	tok, err := auth.Mint([]byte(fuzzSecret), auth.Claims{Device: device, Expires: time.Unix(4102444800, 0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return codec.AppendFrame(nil, codec.Header{Op: codec.OpLogin, Seq: 1}, codec.AppendMetaString(nil, "token", tok), nil)
 }

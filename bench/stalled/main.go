@@ -2,8 +2,8 @@
 // gateway. It logs in -conns devices whose sockets have a small receive
 // buffer, stops reading them, and broadcasts -pushes pushes of -size
 // bytes, more than the kernel buffers hold, so that every one of those
-// sockets refuses bytes. Then, for -window (keep it under the gateway's
-// write timeout, 10s), it reads the gateway's /v1/stats at both ends and
+// sockets refuses bytes. Once they all do (or after 5s), for -window
+// (keep it under the gateway's write timeout, 10s), it reads the gateway's /v1/stats at both ends and
 // prints the CPU the gateway used and the write system calls it made
 // while the sockets stayed full.
 //
@@ -27,7 +27,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/golang-jwt/jwt/v5"
+	"github.com/longlink/longlink/auth"
 	"github.com/longlink/longlink/codec"
 )
 
@@ -77,10 +77,16 @@ func run(addr, api, apiKey string, secret []byte, conns, pushes, size int, windo
 			return fmt.Errorf("broadcast %d: %w", i, err)
 		}
 	}
-	time.Sleep(time.Second) // the workers write what the sockets take, then they are full
+	// The workers write what the sockets take until every socket is full;
+	// the window starts then (or after 5s, which the report shows).
 	var a, b stats
-	if err := call(http.MethodGet, api+"/v1/stats", apiKey, nil, &a); err != nil {
-		return err
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if err := call(http.MethodGet, api+"/v1/stats", apiKey, nil, &a); err != nil {
+			return err
+		}
+		if a.blocked() >= int64(conns) || time.Now().After(deadline) {
+			break
+		}
 	}
 	start := time.Now()
 	time.Sleep(window)
@@ -96,7 +102,7 @@ func run(addr, api, apiKey string, secret []byte, conns, pushes, size int, windo
 
 // login sends LOGIN with a freshly minted token and reads LOGIN_ACK.
 func login(nc net.Conn, secret []byte, device string) error {
-	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": device, "exp": time.Now().Add(time.Hour).Unix()}).SignedString(secret)
+	tok, err := auth.Mint(secret, auth.Claims{Device: device, Expires: time.Now().Add(time.Hour)})
 	if err != nil {
 		return err
 	}
