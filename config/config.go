@@ -55,6 +55,8 @@ const (
 	MaxRate         = 1e6      // largest -rate, requests per second
 	MaxRecoverSize  = 1 << 16  // largest -recover-size
 	MaxReadBuffer   = 8 << 20  // largest -read-buffer; netpoll grows no further
+	MinSendBuffer   = 4096     // smallest non-zero -sndbuf
+	MaxSendBuffer   = 64 << 20 // largest -sndbuf
 	MaxNodeLen      = 128      // bytes of -node
 	MinJWTSecretLen = 32       // bytes, to listen beyond loopback
 	MinAPIKeyLen    = 16       // bytes, to listen beyond loopback
@@ -107,6 +109,7 @@ type Config struct {
 	ProfilePath  string        // -profile-path: directory the profile is written to
 	DrainTimeout time.Duration // -drain-timeout: how long shutdown waits for connections; > 0
 	ReadBuffer   int           // -read-buffer: bytes of netpoll's per-connection read buffer; 1..MaxReadBuffer
+	SendBuffer   int           // -sndbuf: SO_SNDBUF of each device socket; zero leaves the kernel's autotuning, else MinSendBuffer..MaxSendBuffer
 }
 
 // Default returns the configuration of `go run .` with no flags: loopback
@@ -271,6 +274,7 @@ func newFlagSet(c *Config) (*flag.FlagSet, *bizList) {
 	fs.StringVar(&c.ProfilePath, "profile-path", c.ProfilePath, "`directory` the profile is written to")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", c.DrainTimeout, "how long shutdown waits for connections to drain")
 	fs.IntVar(&c.ReadBuffer, "read-buffer", c.ReadBuffer, "`bytes` of netpoll's per-connection read buffer")
+	fs.IntVar(&c.SendBuffer, "sndbuf", c.SendBuffer, "kernel send buffer (SO_SNDBUF) of each device socket in `bytes`; 0 leaves the kernel's autotuning, else 4096..67108864")
 	fs.Usage = func() { usage(fs) }
 	return fs, biz
 }
@@ -392,6 +396,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ReadBuffer < 1 || c.ReadBuffer > MaxReadBuffer {
 		bad("-read-buffer %d: want 1..%d bytes", c.ReadBuffer, MaxReadBuffer)
+	}
+	if c.SendBuffer != 0 && (c.SendBuffer < MinSendBuffer || c.SendBuffer > MaxSendBuffer) {
+		bad("-sndbuf %d: want 0 (the kernel's autotuning) or %d..%d bytes", c.SendBuffer, MinSendBuffer, MaxSendBuffer)
 	}
 	if c.EventsURL != "" {
 		if err := checkURL(c.EventsURL); err != nil {

@@ -101,6 +101,7 @@ var flagCases = []struct {
 	{"profile-path", "/tmp/prof", nil, func(c *Config) any { return c.ProfilePath }, "/tmp/prof"},
 	{"drain-timeout", "1s", nil, func(c *Config) any { return c.DrainTimeout }, time.Second},
 	{"read-buffer", "4096", nil, func(c *Config) any { return c.ReadBuffer }, 4096},
+	{"sndbuf", "65536", nil, func(c *Config) any { return c.SendBuffer }, 65536},
 }
 
 // TestFlagCasesComplete keeps flagCases, the flag set and Config in step:
@@ -435,6 +436,9 @@ func TestValidate(t *testing.T) {
 		{"zero recover size", func(c *Config) { c.RecoverSize = 0 }, "-recover-size 0"},
 		{"huge recover size", func(c *Config) { c.RecoverSize = MaxRecoverSize + 1 }, "-recover-size"},
 		{"zero read buffer", func(c *Config) { c.ReadBuffer = 0 }, "-read-buffer 0"},
+		{"small sndbuf", func(c *Config) { c.SendBuffer = MinSendBuffer - 1 }, "-sndbuf 4095"},
+		{"huge sndbuf", func(c *Config) { c.SendBuffer = MaxSendBuffer + 1 }, "-sndbuf 67108865"},
+		{"negative sndbuf", func(c *Config) { c.SendBuffer = -1 }, "-sndbuf -1"},
 		{"events url scheme", func(c *Config) { c.EventsURL = "ftp://b/events" }, "-events-url"},
 		{"events url relative", func(c *Config) { c.EventsURL = "/events" }, "-events-url"},
 		{"redis without port", func(c *Config) { c.Redis = "redis.local" }, "-redis"},
@@ -459,6 +463,13 @@ func TestValidate(t *testing.T) {
 	}
 
 	c := Default()
+	for _, size := range []int{MinSendBuffer, MaxSendBuffer} {
+		c.SendBuffer = size
+		if err := c.Validate(); err != nil {
+			t.Errorf("-sndbuf %d: %v", size, err)
+		}
+	}
+	c = Default()
 	c.Rate, c.RateBurst = 0, 0 // unlimited: the burst is unused
 	c.IdleTimeout = c.Heartbeat + time.Second
 	if err := c.Validate(); err != nil {

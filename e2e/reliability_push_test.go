@@ -306,6 +306,58 @@ func TestReliabilitySlowConsumer(t *testing.T) {
 	})
 }
 
+// TestReliabilitySendBuffer: with -sndbuf the kernel holds little for a
+// device that stops reading, so -max-pending starts counting almost at
+// once. 640 KiB of pushes close the stalled device as a slow consumer,
+// and it can read at most a few of them first; with the kernel's
+// autotuning, which lets a loopback socket's send buffer grow to
+// tcp_wmem's maximum (4 MiB here), all of them fit in the kernel and the
+// device stays open.
+func TestReliabilitySendBuffer(t *testing.T) {
+	const sndbuf, maxPending, size, pushes = 16384, 65536, 16384, 40
+	s := startServer(t, "-sndbuf", itoa(sndbuf), "-max-pending", itoa(maxPending))
+	slow := dialTinyWindow(t, s.TCP)
+	if ack := slow.login(token(t, "dev-stalled", time.Hour)); ack.Status != codec.StatusOK {
+		t.Fatalf("login: %v", ack.Status)
+	}
+	data := string(bytes.Repeat([]byte("s"), size))
+	handed := 0
+	for range pushes {
+		delivered, _ := s.push([]string{"dev-stalled"}, data, nil)
+		handed += delivered
+	}
+	checkFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+		if q, ok := s.snapshot().queue("downstream_blocked_conns"); !ok || q.Dropped != 1 {
+			return fmt.Errorf("downstream_blocked_conns %+v after %d KiB pushed, want the stalled device dropped", q, pushes*size>>10)
+		}
+		return nil
+	})
+
+	// What the device can still read is what the kernel held: two
+	// buffers of a few KiB, not megabytes.
+	read := 0
+	for {
+		f, err := slow.tryRead(5 * time.Second)
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Fatalf("stalled device still open after reading %d pushes", read)
+			}
+			break
+		}
+		if f.Op == codec.OpPush {
+			read++
+		}
+	}
+	t.Logf("%d of %d pushes handed to the stalled device before its close, %d read from the kernel's buffers", handed, pushes, read)
+	if max := (2*sndbuf + 2*4096*2) / size; read > max {
+		t.Errorf("the stalled device read %d pushes of %d bytes after it stalled, want at most %d: the kernel held more than -sndbuf allows", read, size, max)
+	}
+	if handed >= pushes {
+		t.Errorf("all %d pushes were handed to the stalled device: it was not cut off", pushes)
+	}
+}
+
 // liveHeap makes the gateway collect garbage (GET /debug/pprof/heap?gc=1)
 // and returns its heap in use right after.
 func (s *server) liveHeap() int64 {

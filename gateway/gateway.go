@@ -166,20 +166,21 @@ func (g *Gateway) Start() error {
 	if g.cl != nil {
 		g.cl.start()
 	}
+	lopts := reactor.Options{SendBuffer: g.cfg.SendBuffer}
 	if g.cfg.Listen != "" {
-		if g.tcp, err = reactor.Listen(g.cfg.Listen, g.hub.Handler(conn.TCP)); err != nil {
+		if g.tcp, err = reactor.Listen(g.cfg.Listen, g.hub.Handler(conn.TCP), lopts); err != nil {
 			return err
 		}
 		g.log.Info("listening", "proto", "tcp", "addr", g.tcp.Addr().String())
 	}
 	if g.cfg.WSListen != "" {
-		if g.ws, err = reactor.Listen(g.cfg.WSListen, g.hub.Handler(conn.WebSocket)); err != nil {
+		if g.ws, err = reactor.Listen(g.cfg.WSListen, g.hub.Handler(conn.WebSocket), lopts); err != nil {
 			return err
 		}
 		g.log.Info("listening", "proto", "ws", "addr", g.ws.Addr().String())
 	}
 	if g.cfg.TLSListen != "" {
-		if g.tlsL, err = reactor.Listen(g.cfg.TLSListen, g.hub.Handler(conn.TLS)); err != nil {
+		if g.tlsL, err = reactor.Listen(g.cfg.TLSListen, g.hub.Handler(conn.TLS), lopts); err != nil {
 			return err
 		}
 		g.log.Info("listening", "proto", "tls", "addr", g.tlsL.Addr().String())

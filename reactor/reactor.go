@@ -25,6 +25,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"syscall"
 	"time"
 
 	"github.com/cloudwego/netpoll"
@@ -66,11 +67,28 @@ type Listener struct {
 	done chan error
 }
 
+// Options tunes a listener's sockets.
+type Options struct {
+	// SendBuffer, when positive, is the SO_SNDBUF of every accepted
+	// socket; zero leaves the kernel's autotuning. It is set once on the
+	// listening socket, which accepted sockets inherit it from, so it
+	// costs nothing per connection. A fixed send buffer bounds the kernel
+	// memory held for a device that stops reading: autotuned, it grows to
+	// net.ipv4.tcp_wmem's maximum (4 MiB by default).
+	SendBuffer int
+}
+
 // Listen starts serving addr (TCP) with h.
-func Listen(addr string, h Handler) (*Listener, error) {
+func Listen(addr string, h Handler, opts Options) (*Listener, error) {
 	ln, err := netpoll.CreateListener("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("reactor: listen %s: %w", addr, err)
+	}
+	if opts.SendBuffer > 0 {
+		if err := syscall.SetsockoptInt(ln.Fd(), syscall.SOL_SOCKET, syscall.SO_SNDBUF, opts.SendBuffer); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("reactor: listen %s: set SO_SNDBUF %d: %w", addr, opts.SendBuffer, err)
+		}
 	}
 	loop, err := netpoll.NewEventLoop(h.Data, netpoll.WithOnPrepare(h.Prepare))
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -17,6 +18,21 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	os.Exit(m.Run())
+}
+
+// listen serves a loopback port with h until the test ends.
+func listen(t *testing.T, h Handler, opts Options) *Listener {
+	t.Helper()
+	l, err := Listen("127.0.0.1:0", h, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = l.Shutdown(ctx)
+	})
+	return l
 }
 
 // echoHandler writes back what it reads.
@@ -39,15 +55,7 @@ func (echoHandler) Data(_ context.Context, nc netpoll.Connection) error {
 // The patched loop parks on the runtime's netpoller when idle: every
 // event after a quiet spell must still wake it, promptly.
 func TestLoopWakesAfterIdle(t *testing.T) {
-	l, err := Listen("127.0.0.1:0", echoHandler{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		_ = l.Shutdown(ctx)
-	})
+	l := listen(t, echoHandler{}, Options{})
 	c, err := net.Dial("tcp", l.Addr().String())
 	if err != nil {
 		t.Fatal(err)
@@ -68,6 +76,44 @@ func TestLoopWakesAfterIdle(t *testing.T) {
 		slowest = max(slowest, time.Since(t0))
 	}
 	t.Logf("slowest echo after a quiet spell: %v", slowest)
+}
+
+// sndbufHandler reports the SO_SNDBUF of each accepted socket.
+type sndbufHandler struct{ got chan int }
+
+func (h sndbufHandler) Prepare(nc netpoll.Connection) context.Context {
+	v, err := syscall.GetsockoptInt(nc.(interface{ Fd() int }).Fd(), syscall.SOL_SOCKET, syscall.SO_SNDBUF)
+	if err != nil {
+		v = -1
+	}
+	h.got <- v
+	return context.Background()
+}
+
+func (sndbufHandler) Data(context.Context, netpoll.Connection) error { return nil }
+
+// An accepted socket carries the listener's SendBuffer. Linux reports
+// twice the value set (the doubling leaves room for its bookkeeping), so
+// the check is exact and cannot be met by an autotuned default.
+func TestListenSendBuffer(t *testing.T) {
+	const size = 20000
+	h := sndbufHandler{got: make(chan int, 1)}
+	l := listen(t, h, Options{SendBuffer: size})
+	for i := range 3 {
+		c, err := net.Dial("tcp", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case got := <-h.got:
+			if got != 2*size {
+				t.Errorf("connection %d: SO_SNDBUF %d, want %d (Linux doubles the %d set)", i, got, 2*size, size)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("connection %d was not accepted", i)
+		}
+		c.Close()
+	}
 }
 
 // TestPatchedNetpollSuite runs netpoll's own tests on the patched copy in

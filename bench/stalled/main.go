@@ -2,10 +2,14 @@
 // gateway. It logs in -conns devices whose sockets have a small receive
 // buffer, stops reading them, and broadcasts -pushes pushes of -size
 // bytes, more than the kernel buffers hold, so that every one of those
-// sockets refuses bytes. Once they all do (or after 5s), for -window
+// sockets refuses bytes. Once they all do and the pushes are queued (or
+// after 5s), for -window
 // (keep it under the gateway's write timeout, 10s), it reads the gateway's /v1/stats at both ends and
 // prints the CPU the gateway used and the write system calls it made
-// while the sockets stayed full.
+// while the sockets stayed full. It also prints how much the kernel's
+// TCP memory (/proc/net/sockstat, the whole machine's) grew from before
+// the first dial to the start of the window: what the stalled sockets'
+// buffers hold, which the gateway's -sndbuf bounds.
 //
 //	go run . &                  # the gateway on its development defaults
 //	go run ./bench/stalled -conns 2000
@@ -23,6 +27,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -55,6 +60,10 @@ func run(addr, api, apiKey string, secret []byte, conns, pushes, size int, windo
 		})
 		return errors.Join(err, serr)
 	}}
+	kernelBefore, err := tcpMemory()
+	if err != nil {
+		return err
+	}
 	ncs := make([]net.Conn, 0, conns)
 	defer func() {
 		for _, nc := range ncs {
@@ -77,16 +86,27 @@ func run(addr, api, apiKey string, secret []byte, conns, pushes, size int, windo
 			return fmt.Errorf("broadcast %d: %w", i, err)
 		}
 	}
-	// The workers write what the sockets take until every socket is full;
-	// the window starts then (or after 5s, which the report shows).
+	// The workers write what the sockets take until every socket is full,
+	// and may still be queueing the last pushes in the outboxes then (with
+	// a small -sndbuf the sockets fill early). The window starts once every
+	// socket is full and no task is queued, plus half a second for the
+	// task in hand (or after 5s, which the report shows).
 	var a, b stats
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		if err := call(http.MethodGet, api+"/v1/stats", apiKey, nil, &a); err != nil {
 			return err
 		}
-		if a.blocked() >= int64(conns) || time.Now().After(deadline) {
+		if a.blocked() >= int64(conns) && a.queue("downstream_tasks") == 0 || time.Now().After(deadline) {
 			break
 		}
+	}
+	time.Sleep(500 * time.Millisecond)
+	if err := call(http.MethodGet, api+"/v1/stats", apiKey, nil, &a); err != nil {
+		return err
+	}
+	kernel, err := tcpMemory()
+	if err != nil {
+		return err
 	}
 	start := time.Now()
 	time.Sleep(window)
@@ -97,7 +117,35 @@ func run(addr, api, apiKey string, secret []byte, conns, pushes, size int, windo
 	cpu := b.CPUSeconds - a.CPUSeconds
 	fmt.Printf("%d stalled connections (%d sockets full at the start, %d at the end) for %.1fs: gateway CPU %.3fs (%.2f%% of a core), %d write calls (%.0f/s), %d kicks\n",
 		conns, a.blocked(), b.blocked(), secs, cpu, 100*cpu/secs, b.Writes-a.Writes, float64(b.Writes-a.Writes)/secs, b.kicks()-a.kicks())
+	grown := kernel - kernelBefore
+	fmt.Printf("kernel TCP memory at the start of the window: +%.1f MiB (%.0f KiB per stalled connection, both ends)\n",
+		float64(grown)/(1<<20), float64(grown)/1024/float64(conns))
 	return nil
+}
+
+// tcpMemory is the memory the kernel holds for TCP sockets, machine-wide:
+// the "mem" pages of the TCP line of /proc/net/sockstat.
+func tcpMemory() (int64, error) {
+	b, err := os.ReadFile("/proc/net/sockstat")
+	if err != nil {
+		return 0, fmt.Errorf("kernel TCP memory: %w", err)
+	}
+	for line := range strings.Lines(string(b)) {
+		f := strings.Fields(line)
+		if len(f) == 0 || f[0] != "TCP:" {
+			continue
+		}
+		for i := 1; i+1 < len(f); i++ {
+			if f[i] == "mem" {
+				pages, err := strconv.ParseInt(f[i+1], 10, 64)
+				if err != nil {
+					return 0, fmt.Errorf("kernel TCP memory: %q: %w", line, err)
+				}
+				return pages * int64(os.Getpagesize()), nil
+			}
+		}
+	}
+	return 0, errors.New("kernel TCP memory: no TCP mem in /proc/net/sockstat")
 }
 
 // login sends LOGIN with a freshly minted token and reads LOGIN_ACK.
@@ -141,9 +189,12 @@ type stats struct {
 }
 
 // blocked is how many connections have bytes their socket refused.
-func (s *stats) blocked() int64 {
+func (s *stats) blocked() int64 { return s.queue("downstream_blocked_conns") }
+
+// queue is the length of the named queue, -1 when there is none.
+func (s *stats) queue(name string) int64 {
 	for _, q := range s.Queues {
-		if q.Name == "downstream_blocked_conns" {
+		if q.Name == name {
 			return q.Len
 		}
 	}
