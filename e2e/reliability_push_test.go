@@ -333,8 +333,9 @@ func TestReliabilitySendBuffer(t *testing.T) {
 		return nil
 	})
 
-	// What the device can still read is what the kernel held: two
-	// buffers of a few KiB, not megabytes.
+	// What the device can still read is what the kernel held: the
+	// gateway's send buffer (2 × -sndbuf) and the device's small receive
+	// window, not megabytes.
 	read := 0
 	for {
 		f, err := slow.tryRead(5 * time.Second)
@@ -350,8 +351,8 @@ func TestReliabilitySendBuffer(t *testing.T) {
 		}
 	}
 	t.Logf("%d of %d pushes handed to the stalled device before its close, %d read from the kernel's buffers", handed, pushes, read)
-	if max := (2*sndbuf + 2*4096*2) / size; read > max {
-		t.Errorf("the stalled device read %d pushes of %d bytes after it stalled, want at most %d: the kernel held more than -sndbuf allows", read, size, max)
+	if most := (2*sndbuf + 2*4096*2) / size; read > most {
+		t.Errorf("the stalled device read %d pushes of %d bytes after it stalled, want at most %d: the kernel held more than -sndbuf allows", read, size, most)
 	}
 	if handed >= pushes {
 		t.Errorf("all %d pushes were handed to the stalled device: it was not cut off", pushes)

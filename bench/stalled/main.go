@@ -3,10 +3,10 @@
 // buffer, stops reading them, and broadcasts -pushes pushes of -size
 // bytes, more than the kernel buffers hold, so that every one of those
 // sockets refuses bytes. Once they all do and the pushes are queued (or
-// after 5s), for -window
-// (keep it under the gateway's write timeout, 10s), it reads the gateway's /v1/stats at both ends and
-// prints the CPU the gateway used and the write system calls it made
-// while the sockets stayed full. It also prints how much the kernel's
+// after 5s), for -window (keep it under the gateway's write timeout,
+// 10s), it reads the gateway's /v1/stats at both ends and prints the CPU
+// the gateway used and the write system calls it made while the sockets
+// stayed full. It also prints how much the kernel's
 // TCP memory (/proc/net/sockstat, the whole machine's) grew from before
 // the first dial to the start of the window: what the stalled sockets'
 // buffers hold, which the gateway's -sndbuf bounds.
