@@ -28,7 +28,12 @@
 // (PushMany) is one task per worker, not one per connection: the worker
 // picks its own connections out of the shared target list by the ID
 // carried beside each (Target), so the API call that queues it costs the
-// same for ten members as for a million.
+// same for ten members as for a million. Consecutive pushes to the same
+// list (a group's member snapshot) are not copied into every outbox as
+// they arrive: they are held in the worker's fan-out run, and a cursor
+// walking the list copies and writes each member's share in one visit
+// (run.go), so a member is touched once per write instead of once per
+// push, with the frames of every other task still in queue order.
 //
 // Concurrency: Send, SendFirst, Push, PushMany and Kick are safe to call from any
 // goroutine and never block on a socket. The Conn methods are called only

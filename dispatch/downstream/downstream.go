@@ -68,6 +68,7 @@ type Target struct {
 type Outbox struct {
 	buf    *bytebufferpool.ByteBuffer // bytes not yet written; nil when none
 	since  int64                      // when the socket first refused bytes (unix nanos); 0 when not blocked
+	seen   uint64                     // the number of the last fan-out run push copied in (run.go)
 	status codec.Status               // why the connection closes once outboxClosing is set
 	flags  uint8                      // outbox* bits
 }
@@ -159,6 +160,8 @@ type worker struct {
 	spareBufs  []*bytebufferpool.ByteBuffer
 	spareBytes int
 	round      counts // this take's counts, published when it ends
+	fan        fanRun // group pushes held for a connection-major walk (run.go)
+	counter    uint64 // numbers the run's marks and pushes; never goes back
 
 	stats Stats
 }
@@ -420,35 +423,26 @@ func (w *worker) safeDrain(sweep bool) {
 			slog.Error("downstream worker recovered from a panic", "panic", r, "stack", string(debug.Stack()))
 			clear(w.dirty)
 			w.dirty = w.dirty[:0]
+			w.fan.reset()
 		}
 	}()
 	w.drain(sweep)
 }
 
-// drain processes every queued task, flushing each touched connection
-// once, then tries again the blocked connections the kernel reported
-// writable, or, with sweep, every blocked connection.
+// drain processes every queued task, writes every touched connection,
+// walks the fan-out run until it holds no push, and tries again the
+// blocked connections the kernel reported writable or, with sweep, every
+// blocked connection.
 func (w *worker) drain(sweep bool) {
-	for w.take() {
-		// Flush the touched connections in order. Every flushSlice
-		// connections, tasks queued meanwhile are taken too: the
-		// connections not flushed yet then carry them in the same write.
-		// Under a fan-out this is what puts several pushes in one write
-		// system call, with no delay added: the busier the worker, the
-		// more each write carries.
-		for i := 0; i < len(w.dirty); i++ {
-			c := w.dirty[i]
-			ob := c.Outbox()
-			w.flush(c)
-			w.settle(c, ob)
-			if i%flushSlice == flushSlice-1 {
-				w.take()
-			}
+	for {
+		took := w.take()
+		w.flushDirty()
+		w.walk(flushSlice)
+		w.retryWritable()
+		if !took && !w.fan.pending() {
+			break
 		}
-		clear(w.dirty)
-		w.dirty = w.dirty[:0]
 	}
-	w.retryWritable()
 	if sweep {
 		for _, c := range w.blocked {
 			w.retry(c)
@@ -456,7 +450,26 @@ func (w *worker) drain(sweep bool) {
 	}
 }
 
-// flushSlice is how many connections a worker flushes between two looks
+// flushDirty writes the touched connections in order. Every flushSlice
+// connections, tasks queued meanwhile are taken too: the connections not
+// written yet then carry them in the same write. Under load this is what
+// puts several frames in one write system call, with no delay added: the
+// busier the worker, the more each write carries.
+func (w *worker) flushDirty() {
+	for i := 0; i < len(w.dirty); i++ {
+		c := w.dirty[i]
+		ob := c.Outbox()
+		w.flush(c)
+		w.settle(c, ob)
+		if i%flushSlice == flushSlice-1 {
+			w.take()
+		}
+	}
+	clear(w.dirty)
+	w.dirty = w.dirty[:0]
+}
+
+// flushSlice is how many connections a worker writes between two looks
 // at its queue.
 const flushSlice = 256
 
@@ -477,7 +490,7 @@ func (w *worker) take() bool {
 	for i := range tasks {
 		t := &tasks[i]
 		if t.kind == taskFanout {
-			w.applyFanout(t, lists[t.off])
+			w.fanout(t.push, lists[t.off])
 		} else {
 			w.apply(t, staging)
 		}
@@ -489,29 +502,20 @@ func (w *worker) take() bool {
 	return true
 }
 
-// applyFanout applies t's push to the connections of ts that are this
-// worker's.
-func (w *worker) applyFanout(t *task, ts []Target) {
-	n := uint64(len(w.g.workers))
-	one := task{kind: taskPush, push: t.push}
-	for i := range ts {
-		if ts[i].ID%n == w.idx {
-			one.c = ts[i].Conn
-			w.apply(&one, nil)
-		}
-	}
-}
-
+// apply applies one task to its connection's outbox, after the pushes of
+// the fan-out run the connection has not had, and puts the connection on
+// the dirty list.
 func (w *worker) apply(t *task, staging []byte) {
 	ob := t.c.Outbox()
+	w.catchUp(t.c, ob)
+	if t.kind == taskPush {
+		w.appendPush(t.c, ob, t.push)
+		w.dirtied(t.c, ob)
+		return
+	}
 	// Nothing follows a KICK (or the answer to a failed login) on the
-	// wire: the client stops reading there. A push that arrives too late
-	// is handed back for the device's resume.
+	// wire: the client stops reading there.
 	if ob.flags&(outboxDone|outboxClosing) != 0 {
-		if t.kind == taskPush {
-			w.stats.Undelivered.Add(1)
-			t.c.Undelivered(t.push)
-		}
 		return
 	}
 	if ob.buf == nil {
@@ -522,12 +526,6 @@ func (w *worker) apply(t *task, staging []byte) {
 		ob.buf.B, _ = t.c.AppendFrame(ob.buf.B, staging[t.off:t.off+t.n])
 	case taskRaw:
 		ob.buf.B = append(ob.buf.B, staging[t.off:t.off+t.n]...)
-	case taskPush:
-		var at int
-		if ob.buf.B, at = t.c.AppendFrame(ob.buf.B, t.push.Frame); at >= 0 {
-			t.c.StampPush(ob.buf.B[at:at+len(t.push.Frame)], t.push)
-		}
-		w.round.deliveries++
 	case taskKick:
 		if t.n > 0 {
 			ob.buf.B, _ = t.c.AppendFrame(ob.buf.B, staging[t.off:t.off+t.n])
@@ -541,9 +539,34 @@ func (w *worker) apply(t *task, staging []byte) {
 	if t.kind != taskClose {
 		w.round.frames++
 	}
+	w.dirtied(t.c, ob)
+}
+
+// appendPush copies p into c's outbox and stamps the copy. A push that
+// arrives after a KICK (or the answer to a failed login) is handed back
+// for the device's resume.
+func (w *worker) appendPush(c Conn, ob *Outbox, p *Push) {
+	if ob.flags&(outboxDone|outboxClosing) != 0 {
+		w.stats.Undelivered.Add(1)
+		c.Undelivered(p)
+		return
+	}
+	if ob.buf == nil {
+		ob.buf = w.getBuf()
+	}
+	var at int
+	if ob.buf.B, at = c.AppendFrame(ob.buf.B, p.Frame); at >= 0 {
+		c.StampPush(ob.buf.B[at:at+len(p.Frame)], p)
+	}
+	w.round.deliveries++
+	w.round.frames++
+}
+
+// dirtied puts c on the dirty list, once.
+func (w *worker) dirtied(c Conn, ob *Outbox) {
 	if ob.flags&outboxDirty == 0 {
 		ob.flags |= outboxDirty
-		w.dirty = append(w.dirty, t.c)
+		w.dirty = append(w.dirty, c)
 	}
 }
 

@@ -281,15 +281,7 @@ func TestPushManyStampsSeq(t *testing.T) {
 		all[i] = c
 	}
 	var wg sync.WaitGroup
-	for _, name := range []string{"a", "b"} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for k := range each {
-				g.PushMany(targets(all...), newPush(fmt.Sprintf("%s-%03d", name, k), nil))
-			}
-		}()
-	}
+	pushFromTwo(&wg, g, each, func() []downstream.Target { return targets(all...) })
 	wg.Wait()
 	for i, r := range rs {
 		fs := r.waitFrames(t, len(expect[i])+2*each, waitLong)[len(expect[i]):]

@@ -477,3 +477,18 @@ func targets(cs ...downstream.Conn) []downstream.Target {
 	}
 	return ts
 }
+
+// pushFromTwo starts two producers, a and b, each queuing each pushes
+// (ids a-000, a-001, ...) with PushMany to the list that list returns;
+// wg waits for them.
+func pushFromTwo(wg *sync.WaitGroup, g *downstream.Group, each int, list func() []downstream.Target) {
+	for _, name := range []string{"a", "b"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := range each {
+				g.PushMany(list(), newPush(fmt.Sprintf("%s-%03d", name, k), nil))
+			}
+		}()
+	}
+}

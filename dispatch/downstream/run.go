@@ -1,0 +1,176 @@
+package downstream
+
+// A worker's fan-out run: group pushes to one target list, held and
+// delivered connection by connection.
+//
+// Copying each push into every outbox as it arrives (push-major) touches
+// each member's outbox, buffer and recovery entry once per push: in a
+// 15,000-member group those are cache misses, a quarter of the gateway's
+// CPU in a fan-out profile, and each member is touched again when it is
+// written. A run turns that around. Pushes to the list the run walks are
+// only queued (join); a cursor walks the list and, at each of the worker's
+// members, copies every push the member has not had yet and writes them
+// at once (visit). A member is touched once per write, however many
+// pushes the write carries, and the write comes while its lines are
+// still in cache.
+//
+// Order per connection is kept by numbers. Every push of a run gets the
+// next number of a worker-wide counter, and each outbox remembers the
+// number of the last run push it got (Outbox.seen). When a run starts,
+// every member of the worker is marked with a fresh number (base), so
+// that seen >= base tells a member from a connection that is not in the
+// list. Any other task for a member (a unicast push, a pong, a KICK, a
+// fan-out to another list) first catches the member up on the run's
+// pushes it has not had (catchUp): everything queued before the task is
+// in the outbox before the task is.
+//
+// A push has reached every member once the cursor has gone round the list
+// from where the push joined; then it leaves the run. A run whose pushes
+// have all left lets go of its list. A fan-out to another list while the
+// run holds pushes is applied the push-major way, catching up the
+// members it shares with the run as it goes.
+type fanRun struct {
+	list   []Target  // the target list of the run's pushes; nil when idle
+	pushes []runPush // joined and not yet at every member, oldest first, from head
+	head   int
+	base   uint64 // the number members are marked with when the run starts
+	step   uint64 // list positions visited since the worker started
+	pos    int    // the list position visited next
+}
+
+type runPush struct {
+	p     *Push
+	no    uint64 // consecutive within a run
+	start uint64 // step when the push joined: it has reached everyone at start+len(list)
+}
+
+// pending reports whether the run holds pushes not yet at every member.
+func (r *fanRun) pending() bool { return r.head < len(r.pushes) }
+
+// sameList reports whether a and b are the same list: a group's member
+// snapshot is shared by every push until the membership changes.
+func sameList(a, b []Target) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
+}
+
+// fanout queues p for the worker's connections of ts: it joins the run
+// when the run walks ts; starts a run on ts when the run is idle; and is
+// copied into every outbox at once otherwise.
+func (w *worker) fanout(p *Push, ts []Target) {
+	r := &w.fan
+	if r.list != nil && sameList(r.list, ts) {
+		w.join(p)
+		return
+	}
+	if r.pending() {
+		w.applyFanout(p, ts)
+		return
+	}
+	w.start(ts)
+	w.join(p)
+}
+
+// start makes ts the run's list and marks the worker's connections of ts
+// as its members.
+func (w *worker) start(ts []Target) {
+	r := &w.fan
+	w.counter++
+	r.list, r.base, r.pos = ts, w.counter, 0
+	r.pushes, r.head = r.pushes[:0], 0
+	n := uint64(len(w.g.workers))
+	for i := range ts {
+		if ts[i].ID%n == w.idx {
+			ts[i].Conn.Outbox().seen = r.base
+		}
+	}
+}
+
+// join queues p in the run: the cursor's next lap takes it to every member.
+func (w *worker) join(p *Push) {
+	w.counter++
+	w.fan.pushes = append(w.fan.pushes, runPush{p: p, no: w.counter, start: w.fan.step})
+}
+
+// applyFanout copies p into the outbox of each of the worker's connections
+// of ts, push-major.
+func (w *worker) applyFanout(p *Push, ts []Target) {
+	n := uint64(len(w.g.workers))
+	one := task{kind: taskPush, push: p}
+	for i := range ts {
+		if ts[i].ID%n == w.idx {
+			one.c = ts[i].Conn
+			w.apply(&one, nil)
+		}
+	}
+}
+
+// catchUp copies into ob the run's pushes that c, a member, has not had,
+// and reports whether there were any. It does nothing for a connection
+// that is not a member.
+func (w *worker) catchUp(c Conn, ob *Outbox) bool {
+	r := &w.fan
+	if ob.seen < r.base || !r.pending() {
+		return false
+	}
+	last := r.pushes[len(r.pushes)-1].no
+	if ob.seen >= last {
+		return false
+	}
+	i := r.head
+	if first := r.pushes[i].no; ob.seen >= first {
+		i += int(ob.seen + 1 - first)
+	}
+	for _, rp := range r.pushes[i:] {
+		w.appendPush(c, ob, rp.p)
+	}
+	ob.seen = last
+	return true
+}
+
+// walk moves the cursor through the list, writing each member it visits
+// that has pushes to catch up on, until it has written visits members or
+// the run has no pushes left. A visit writes at once: the member's lines
+// are in cache now, and the write carries everything queued for it. The
+// counts are published before walk returns, as take's are.
+func (w *worker) walk(visits int) {
+	r := &w.fan
+	if !r.pending() {
+		return
+	}
+	n := uint64(len(w.g.workers))
+	for visits > 0 && r.pending() {
+		size := uint64(len(r.list))
+		for r.pending() && r.step-r.pushes[r.head].start >= size {
+			r.pushes[r.head] = runPush{}
+			r.head++
+		}
+		if !r.pending() {
+			break
+		}
+		t := r.list[r.pos]
+		r.step++
+		if r.pos++; r.pos == len(r.list) {
+			r.pos = 0
+		}
+		if t.ID%n != w.idx {
+			continue
+		}
+		ob := t.Conn.Outbox()
+		if w.catchUp(t.Conn, ob) {
+			w.flush(t.Conn)
+			w.settle(t.Conn, ob)
+			visits--
+		}
+	}
+	if !r.pending() {
+		r.reset()
+	}
+	w.publish()
+}
+
+// reset lets go of the list and the pushes: the run is idle. Members keep
+// their marks; the next run's base is above every number given so far.
+func (r *fanRun) reset() {
+	clear(r.pushes)
+	*r = fanRun{pushes: r.pushes[:0], step: r.step}
+}
