@@ -86,9 +86,18 @@ func (w *worker) start(ts []Target) {
 }
 
 // join queues p in the run: the cursor's next lap takes it to every member.
+// The pushes that left are dropped from the front of the queue once they
+// are half of it, so a run that never goes idle keeps a queue the size of
+// one lap's pushes.
 func (w *worker) join(p *Push) {
+	r := &w.fan
+	if r.head > 0 && r.head >= len(r.pushes)/2 {
+		n := copy(r.pushes, r.pushes[r.head:])
+		clear(r.pushes[n:])
+		r.pushes, r.head = r.pushes[:n], 0
+	}
 	w.counter++
-	w.fan.pushes = append(w.fan.pushes, runPush{p: p, no: w.counter, start: w.fan.step})
+	r.pushes = append(r.pushes, runPush{p: p, no: w.counter, start: r.step})
 }
 
 // applyFanout copies p into the outbox of each of the worker's connections
@@ -170,7 +179,15 @@ func (w *worker) walk(visits int) {
 
 // reset lets go of the list and the pushes: the run is idle. Members keep
 // their marks; the next run's base is above every number given so far.
+// The queue's array is kept for the next run unless a burst made it large.
 func (r *fanRun) reset() {
+	keep := r.pushes[:0]
+	if cap(keep) > maxKeptRunPushes {
+		keep = nil
+	}
 	clear(r.pushes)
-	*r = fanRun{pushes: r.pushes[:0], step: r.step}
+	*r = fanRun{pushes: keep, step: r.step}
 }
+
+// maxKeptRunPushes bounds the queue an idle run keeps (24 bytes each).
+const maxKeptRunPushes = 1024
