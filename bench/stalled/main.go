@@ -34,13 +34,14 @@ import (
 
 	"github.com/longlink/longlink/auth"
 	"github.com/longlink/longlink/codec"
+	"github.com/longlink/longlink/config"
 )
 
 func main() {
-	addr := flag.String("addr", "127.0.0.1:7000", "gateway TCP address")
-	api := flag.String("api", "http://127.0.0.1:7080", "gateway HTTP API")
-	apiKey := flag.String("api-key", "longlink-dev-api-key", "API key")
-	secret := flag.String("jwt-secret", "longlink-dev-jwt-secret-do-not-use-in-production", "JWT secret, to mint the devices' tokens")
+	addr := flag.String("addr", config.DefaultListen, "gateway TCP address")
+	api := flag.String("api", "http://"+config.DefaultAPIListen, "gateway HTTP API")
+	apiKey := flag.String("api-key", config.DevAPIKey, "API key")
+	secret := flag.String("jwt-secret", config.DevJWTSecret, "JWT secret, to mint the devices' tokens")
 	conns := flag.Int("conns", 1000, "stalled connections")
 	pushes := flag.Int("pushes", 8, "broadcast pushes")
 	size := flag.Int("size", 16<<10, "bytes per push")

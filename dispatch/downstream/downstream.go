@@ -161,7 +161,6 @@ type worker struct {
 	spareBytes int
 	round      counts // this take's counts, published when it ends
 	fan        fanRun // group pushes held for a connection-major walk (run.go)
-	counter    uint64 // numbers the run's marks and pushes; never goes back
 
 	stats Stats
 }
@@ -213,6 +212,9 @@ func New(opts Options) (*Group, error) {
 }
 
 func (g *Group) worker(c Conn) *worker { return g.workers[c.ID()%uint64(len(g.workers))] }
+
+// owns reports whether the connection with this ID is w's to write.
+func (w *worker) owns(id uint64) bool { return id%uint64(len(w.g.workers)) == w.idx }
 
 // QueueCap is how many tasks the workers queue in all before push
 // producers wait (MaxQueue per worker).
