@@ -94,15 +94,22 @@ type Options struct {
 	// WriteTimeout is how long a socket may refuse all bytes before the
 	// connection is kicked as a slow consumer; zero means 10s.
 	WriteTimeout time.Duration
-	// MaxQueue bounds the deliveries waiting for one worker (a PushMany
-	// counts its share of the list, the others one each); Push and
-	// PushMany wait while it is exceeded, so a push API caller that
-	// outruns the sockets is slowed down instead of growing memory. Zero
-	// means 1<<16.
+	// MaxQueue bounds the deliveries one worker holds unwritten: its
+	// queued tasks (a PushMany counts its share of the list, the others
+	// one each) and the pushes its fan-out run holds until they have
+	// reached every member. Push and PushMany wait while it is exceeded,
+	// so a push API caller that outruns the sockets is slowed down
+	// instead of growing memory. Zero means DefaultMaxQueue.
 	MaxQueue int
 	// KickFrame encodes a KICK frame for status and reason into dst.
 	KickFrame func(dst []byte, status codec.Status, reason string) []byte
 }
+
+// DefaultMaxQueue is MaxQueue's default: about half a second of a
+// writer's work in a large fan-out, and 70 pushes to a 15,000-member group.
+// A bound of 65,536 kept 9 such pushes in flight per writer, too few for
+// the writes to carry many frames each (docs/configuration.md, -down-queue).
+const DefaultMaxQueue = 1 << 20
 
 // Group is the downstream task group.
 type Group struct {
@@ -135,14 +142,20 @@ type worker struct {
 	g       *Group
 	idx     uint64 // this worker's index: its connections have ID()%workers == idx
 	mu      sync.Mutex
-	roomy   *sync.Cond // signalled when the worker takes its queue
+	roomy   *sync.Cond // signalled when the worker takes its queue or the run's pushes leave
 	tasks   []task     // guarded by mu
-	queued  int        // guarded by mu: deliveries the tasks hold (a fan-out counts its share)
+	queued  int        // guarded by mu: deliveries the tasks and the fan-out run hold (a fan-out counts its share)
 	staging []byte     // guarded by mu: encoded frames of taskBytes
 	lists   [][]Target // guarded by mu: the connection lists of taskFanout
 	ready   []uint64   // guarded by mu: IDs of blocked connections the kernel reported writable
 	wake    chan struct{}
 	stop    chan struct{}
+	// queuedFan is the part of queued that is fan-out tasks, and
+	// heldCounted the part that is the run's held pushes (both guarded by
+	// mu; only the worker changes heldCounted). A take counts its fan-outs
+	// as held until it has applied them (syncHeld), so producers never see
+	// the queue emptier than it is.
+	queuedFan, heldCounted int
 
 	// Worker-owned.
 	stopping     bool // guarded by mu: Close began; nobody waits for room
@@ -193,7 +206,7 @@ func New(opts Options) (*Group, error) {
 		opts.WriteTimeout = 10 * time.Second
 	}
 	if opts.MaxQueue <= 0 {
-		opts.MaxQueue = 1 << 16
+		opts.MaxQueue = DefaultMaxQueue
 	}
 	wr, err := newWritable()
 	if err != nil {
@@ -216,7 +229,7 @@ func (g *Group) worker(c Conn) *worker { return g.workers[c.ID()%uint64(len(g.wo
 // owns reports whether the connection with this ID is w's to write.
 func (w *worker) owns(id uint64) bool { return id%uint64(len(w.g.workers)) == w.idx }
 
-// QueueCap is how many tasks the workers queue in all before push
+// QueueCap is how many deliveries the workers hold in all before push
 // producers wait (MaxQueue per worker).
 func (g *Group) QueueCap() int { return g.opts.MaxQueue * len(g.workers) }
 
@@ -300,6 +313,7 @@ func (g *Group) PushMany(ts []Target, p *Push) {
 		w.tasks = append(w.tasks, task{kind: taskFanout, push: p, off: int32(len(w.lists))})
 		w.lists = append(w.lists, ts)
 		w.queued += share
+		w.queuedFan += share
 		w.waitRoom()
 		w.mu.Unlock()
 		w.signal()
@@ -345,7 +359,7 @@ func (g *Group) Stats() (s Snapshot) {
 		s.SlowConsumers += w.stats.SlowConsumers.Load()
 		s.Panics += w.stats.Panics.Load()
 		w.mu.Lock()
-		s.Queued += int64(w.queued) // waiting for the worker's next take, as MaxQueue counts them
+		s.Queued += int64(w.queued) // held unwritten, as MaxQueue counts them
 		w.mu.Unlock()
 		s.Pending += w.stats.Pending.Load()
 	}
@@ -426,6 +440,7 @@ func (w *worker) safeDrain(sweep bool) {
 			clear(w.dirty)
 			w.dirty = w.dirty[:0]
 			w.fan.reset()
+			w.syncHeld()
 		}
 	}()
 	w.drain(sweep)
@@ -482,7 +497,8 @@ func (w *worker) take() bool {
 	w.mu.Lock()
 	tasks, staging, lists := w.tasks, w.staging, w.lists
 	w.tasks, w.staging, w.lists = w.spare[:0], w.spareStaging[:0], w.spareLists[:0]
-	w.queued = 0
+	w.heldCounted += w.queuedFan // until syncHeld: the fan-outs may join the run
+	w.queued, w.queuedFan = w.heldCounted, 0
 	w.roomy.Broadcast()
 	w.mu.Unlock()
 	if len(tasks) == 0 {
@@ -500,6 +516,7 @@ func (w *worker) take() bool {
 	}
 	clear(lists)
 	w.spare, w.spareStaging, w.spareLists = tasks[:0], staging[:0], lists[:0]
+	w.syncHeld()
 	w.publish()
 	return true
 }

@@ -33,10 +33,11 @@ type sockConn struct {
 	peer *net.TCPConn      // client side, read by the test
 	fd   int
 
-	ws      bool          // AppendFrame wraps each frame in a WebSocket binary message header
-	gate    chan struct{} // when set, Outbox blocks until it is closed
-	entered chan struct{} // closed when the worker first blocks on gate
-	once    sync.Once
+	ws       bool          // AppendFrame wraps each frame in a WebSocket binary message header
+	gate     chan struct{} // when set, Outbox blocks until it is closed
+	gateSkip atomic.Int32  // Outbox calls the gate lets through before it blocks
+	entered  chan struct{} // closed when the worker first blocks on gate
+	once     sync.Once
 
 	seq atomic.Uint32 // the last seq StampPush gave
 
@@ -59,7 +60,7 @@ var _ downstream.Conn = (*sockConn)(nil)
 func (c *sockConn) ID() uint64 { return c.id }
 
 func (c *sockConn) Outbox() *downstream.Outbox {
-	if c.gate != nil {
+	if c.gate != nil && c.gateSkip.Add(-1) < 0 {
 		c.once.Do(func() { close(c.entered) })
 		<-c.gate
 	}
@@ -193,6 +194,9 @@ type pairOpts struct {
 	sndbuf int // server side SO_SNDBUF
 	rcvbuf int // client side SO_RCVBUF, set before connecting
 	gate   bool
+	// gateAfter is how many Outbox calls the gate lets through before it
+	// blocks (a run's start marks its members through Outbox).
+	gateAfter int32
 }
 
 // server is a loopback listener that hands out sockConns.
@@ -260,6 +264,7 @@ func (s *server) conn(id uint64, o pairOpts) *sockConn {
 	}
 	if o.gate {
 		c.gate, c.entered = make(chan struct{}), make(chan struct{})
+		c.gateSkip.Store(o.gateAfter)
 	}
 	t.Cleanup(func() {
 		c.mu.Lock()

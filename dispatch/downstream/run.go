@@ -29,12 +29,18 @@ package downstream
 // have all left lets go of its list. A fan-out to another list while the
 // run holds pushes is applied the push-major way, catching up the
 // members it shares with the run as it goes.
+//
+// A held push counts toward MaxQueue with its share of the list until it
+// has reached every member: what bounds the producers is what the worker
+// has accepted and not yet written, so a push API caller that outruns the
+// sockets waits instead of piling pushes into the run (syncHeld).
 type fanRun struct {
 	list   []Target  // the target list of the run's pushes; nil when idle
 	pushes []runPush // joined and not yet at every member, oldest first, from head
 	head   int
 	base   uint64 // the number members are marked with when the run starts
 	pos    int    // the list position visited next
+	share  int    // deliveries a push of the list counts for in MaxQueue, as PushMany counted them
 
 	// Kept across runs (reset).
 	step    uint64 // list positions visited since the worker started
@@ -49,6 +55,27 @@ type runPush struct {
 
 // pending reports whether the run holds pushes not yet at every member.
 func (r *fanRun) pending() bool { return r.head < len(r.pushes) }
+
+// held is the deliveries the run's pushes count for in MaxQueue.
+func (r *fanRun) held() int { return (len(r.pushes) - r.head) * r.share }
+
+// syncHeld brings the worker's queue count up to date with the run's held
+// deliveries, waking the producers when they went down. It takes the lock
+// only when they changed: once per take that joined pushes, once per walk
+// that retired some.
+func (w *worker) syncHeld() {
+	h := w.fan.held()
+	if h == w.heldCounted {
+		return
+	}
+	w.mu.Lock()
+	w.queued += h - w.heldCounted
+	if h < w.heldCounted {
+		w.roomy.Broadcast()
+	}
+	w.heldCounted = h
+	w.mu.Unlock()
+}
 
 // sameList reports whether a and b are the same list: a group's member
 // snapshot is shared by every push until the membership changes.
@@ -80,6 +107,7 @@ func (w *worker) start(ts []Target) {
 	r.counter++
 	r.list, r.base, r.pos = ts, r.counter, 0
 	r.pushes, r.head = r.pushes[:0], 0
+	r.share = (len(ts) + len(w.g.workers) - 1) / len(w.g.workers)
 	for i := range ts {
 		if w.owns(ts[i].ID) {
 			ts[i].Conn.Outbox().seen = r.base
@@ -174,6 +202,7 @@ func (w *worker) walk(visits int) {
 	if !r.pending() {
 		r.reset()
 	}
+	w.syncHeld()
 	w.publish()
 }
 

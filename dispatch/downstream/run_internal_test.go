@@ -2,6 +2,7 @@ package downstream
 
 import (
 	"os"
+	"sync"
 	"syscall"
 	"testing"
 
@@ -36,6 +37,7 @@ func TestRunQueueStaysBounded(t *testing.T) {
 	}
 	defer f.Close()
 	w := &worker{blocked: map[uint64]Conn{}}
+	w.roomy = sync.NewCond(&w.mu)
 	w.g = &Group{opts: Options{MaxPending: 1 << 20}, workers: []*worker{w}}
 	list := make([]Target, 8)
 	for i := range list {
@@ -50,6 +52,9 @@ func TestRunQueueStaysBounded(t *testing.T) {
 		if !w.fan.pending() {
 			t.Fatal("the run went idle: the test no longer keeps it busy")
 		}
+		if held := len(w.fan.pushes) - w.fan.head; w.queued != held*len(list) {
+			t.Fatalf("queued = %d with %d pushes of %d members held, want their deliveries", w.queued, held, len(list))
+		}
 	}
 	if c := cap(w.fan.pushes); c > 64 {
 		t.Fatalf("after %d pushes the run's queue has capacity %d, want one lap's worth", pushes, c)
@@ -57,6 +62,9 @@ func TestRunQueueStaysBounded(t *testing.T) {
 	w.walk(1 << 20)
 	if w.fan.pending() || w.fan.list != nil {
 		t.Fatal("the run still holds pushes or its list after walking them out")
+	}
+	if w.queued != 0 || w.heldCounted != 0 {
+		t.Fatalf("queued = %d, heldCounted = %d after the run went idle, want 0", w.queued, w.heldCounted)
 	}
 	if d := w.stats.Deliveries.Load(); d != pushes*uint64(len(list)) {
 		t.Fatalf("Deliveries = %d, want %d", d, pushes*len(list))

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -182,4 +183,64 @@ func TestFanoutRunLaps(t *testing.T) {
 	if st := g.Stats(); st.Deliveries != conns*2*each {
 		t.Fatalf("Deliveries = %d, want %d", st.Deliveries, conns*2*each)
 	}
+}
+
+// TestPushBackpressureHeld: the pushes a fan-out run holds count toward
+// MaxQueue until they have reached every member. While the walk cannot
+// get past a member, a producer of group pushes waits once the run holds
+// MaxQueue deliveries, instead of piling pushes into the run; everything
+// is delivered, in order, once the walk moves again.
+func TestPushBackpressureHeld(t *testing.T) {
+	g, _ := newGroup(t, downstream.Options{Workers: 1, MaxQueue: 2})
+	srv := newServer(t)
+	a := srv.conn(1, pairOpts{})
+	h := srv.conn(2, pairOpts{gate: true, gateAfter: 1}) // marked when the run starts, held at its first visit
+	ra, rh := startReader(a.peer), startReader(h.peer)
+	list := targets(a, h) // 2 deliveries a push: MaxQueue holds one push
+	var open sync.Once
+	release := func() { open.Do(func() { close(h.gate) }) }
+	defer release() // a failure must not leave the worker at the gate
+
+	const pushes = 20
+	var returned atomic.Int64
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for k := range pushes {
+			g.PushMany(list, newPush(fmt.Sprintf("m%d", k), []byte("x")))
+			returned.Add(1)
+		}
+	}()
+	select {
+	case <-h.entered:
+	case <-time.After(waitLong):
+		t.Fatal("the walk never reached the held member")
+	}
+	time.Sleep(200 * time.Millisecond)
+	if n := returned.Load(); n != 1 {
+		t.Fatalf("%d group pushes returned while the run could not deliver the first; MaxQueue holds one", n)
+	}
+	if q := g.Stats().Queued; q != 4 {
+		t.Fatalf("Stats.Queued = %d while the walk was held, want 4: the held push and the waiting one, 2 deliveries each", q)
+	}
+	release()
+	select {
+	case <-done:
+	case <-time.After(waitLong):
+		t.Fatal("producer still waiting after the walk moved")
+	}
+	for name, r := range map[string]*peerReader{"a": ra, "h": rh} {
+		got := streamOf(t, name, r.waitFrames(t, pushes, waitLong))
+		for k, id := range got {
+			if want := fmt.Sprintf("m%d", k); id != want {
+				t.Fatalf("%s: frame %d is %q, want %q", name, k, id, want)
+			}
+		}
+	}
+	checkFor(t, waitLong, 10*time.Millisecond, func() error {
+		if q := g.Stats().Queued; q != 0 {
+			return fmt.Errorf("Stats.Queued = %d after every push was delivered", q)
+		}
+		return nil
+	})
 }
