@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/longlink/longlink/codec"
+	"github.com/longlink/longlink/dispatch/downstream"
 	"github.com/longlink/longlink/dispatch/upstream"
 )
 
@@ -36,8 +37,10 @@ const (
 	DefaultLoginTimeout = 10 * time.Second
 	DefaultMaxConns     = 1_000_000
 	DefaultMaxFrame     = codec.DefaultMaxFrame
-	DefaultMaxPending   = 1 << 20 // bytes
-	DefaultRate         = 100     // requests per second per connection
+	DefaultMaxPending   = 1 << 20                    // bytes
+	DefaultDownQueue    = downstream.DefaultMaxQueue // deliveries per downstream writer
+	MaxDownQueue        = 1 << 24
+	DefaultRate         = 100 // requests per second per connection
 	DefaultRecoverSize  = 64
 	DefaultRecoverTTL   = 2 * time.Minute
 	DefaultLogLevel     = "info"
@@ -88,7 +91,8 @@ type Config struct {
 	Biz []upstream.Business
 
 	Loops        int           // -loops: netpoll event loops; zero means netpoll's default
-	DownWorkers  int           // -down-workers: downstream writers; zero means GOMAXPROCS
+	DownWorkers  int           // -down-workers: downstream writers; zero means one less than GOMAXPROCS, at least 1
+	DownQueue    int           // -down-queue: deliveries a writer holds unwritten before push calls wait; 1..MaxDownQueue
 	Heartbeat    time.Duration // -hb: heartbeat interval told to clients; > 0
 	IdleTimeout  time.Duration // -idle-timeout: silence before KICK(IDLE_TIMEOUT); zero means IdleHeartbeats x Heartbeat
 	LoginTimeout time.Duration // -login-timeout: time allowed from accept to LOGIN; > 0
@@ -129,6 +133,7 @@ func Default() Config {
 		MaxConns:     DefaultMaxConns,
 		MaxFrame:     DefaultMaxFrame,
 		MaxPending:   DefaultMaxPending,
+		DownQueue:    DefaultDownQueue,
 		Rate:         DefaultRate,
 		RateBurst:    burstFor(DefaultRate),
 		RecoverSize:  DefaultRecoverSize,
@@ -253,7 +258,8 @@ func newFlagSet(c *Config) (*flag.FlagSet, *bizList) {
 	biz := &bizList{list: &c.Biz, fresh: true}
 	fs.Var(biz, "biz", "business `spec` ID=echo or ID=URL[,timeout=D][,workers=N][,queue=N]; repeat for several (environment: separated by ';')")
 	fs.IntVar(&c.Loops, "loops", c.Loops, "netpoll event loops; 0 means netpoll's default")
-	fs.IntVar(&c.DownWorkers, "down-workers", c.DownWorkers, "downstream writer goroutines; 0 means GOMAXPROCS")
+	fs.IntVar(&c.DownWorkers, "down-workers", c.DownWorkers, "downstream writer goroutines; 0 means one less than GOMAXPROCS, at least 1")
+	fs.IntVar(&c.DownQueue, "down-queue", c.DownQueue, "`deliveries` a downstream writer holds unwritten before push API calls wait; 1..16777216")
 	fs.DurationVar(&c.Heartbeat, "hb", c.Heartbeat, "heartbeat interval clients are told to use")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", c.IdleTimeout, "close a connection silent this long; 0 means 3 x -hb")
 	fs.DurationVar(&c.LoginTimeout, "login-timeout", c.LoginTimeout, "close a connection not logged in within this time")
@@ -355,7 +361,10 @@ func (c *Config) Validate() error {
 		bad("-loops %d: want 0 (netpoll's default) or more", c.Loops)
 	}
 	if c.DownWorkers < 0 {
-		bad("-down-workers %d: want 0 (GOMAXPROCS) or more", c.DownWorkers)
+		bad("-down-workers %d: want 0 (GOMAXPROCS - 1) or more", c.DownWorkers)
+	}
+	if c.DownQueue < 1 || c.DownQueue > MaxDownQueue {
+		bad("-down-queue %d: want 1..%d", c.DownQueue, MaxDownQueue)
 	}
 	positive := []struct {
 		flag string

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -633,5 +634,26 @@ func TestReliabilityDeadEventsEndpoint(t *testing.T) {
 	}
 	if rtt := watch.ping(1 << 30); rtt > fastBound {
 		t.Errorf("PONG after %v", rtt)
+	}
+}
+
+// TestReliabilityDownQueue: -down-queue bounds each downstream writer,
+// and with -down-workers 0 there is one writer less than GOMAXPROCS (at
+// least one), so that a P is left for the reactor and the API during a
+// fan-out. The bound's total is the queue's cap in /v1/stats.
+func TestReliabilityDownQueue(t *testing.T) {
+	for _, tc := range []struct {
+		workers string
+		want    int
+	}{
+		{"0", max(1, runtime.GOMAXPROCS(0)-1)}, // the child inherits GOMAXPROCS's environment and machine
+		{"3", 3},
+	} {
+		s := startServer(t, "-down-queue", "1000", "-down-workers", tc.workers)
+		q, ok := s.snapshot().queue("downstream_tasks")
+		if !ok || q.Cap != int64(1000*tc.want) {
+			t.Errorf("-down-workers %s: downstream_tasks = %+v (found %v), want cap %d", tc.workers, q, ok, 1000*tc.want)
+		}
+		s.stop()
 	}
 }
