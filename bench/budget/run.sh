@@ -33,11 +33,12 @@ for i in 1 2 3; do
 	run group-b2b-$i ll -- -scenario group -conns 15000 -pushes 100 -size 64 -rate 0
 	run group-r70-$i ll -- -scenario group -conns 15000 -pushes 100 -size 64 -rate 70
 	run group-r80-$i ll -- -scenario group -conns 15000 -pushes 100 -size 64 -rate 80
-	run group-r80w1-$i ll -down-workers 1 -- -scenario group -conns 15000 -pushes 100 -size 64 -rate 80
+	run group-r80w2-$i ll -down-workers 2 -- -scenario group -conns 15000 -pushes 100 -size 64 -rate 80
 	run gpc-group-b2b-$i gpc -- -scenario group -conns 15000 -pushes 100 -size 64 -rate 0
 	run req100k-$i ll -- -scenario request -conns 15000 -rate 100000 -duration 10s
 	run req120k-$i ll -- -scenario request -conns 15000 -rate 120000 -duration 10s
 	run req50k-$i ll -- -scenario request -conns 15000 -rate 50000 -duration 10s
+	run req50kw2-$i ll -down-workers 2 -- -scenario request -conns 15000 -rate 50000 -duration 10s
 	run gpc-req50k-$i gpc -- -scenario request -conns 15000 -rate 50000 -duration 10s
 done
 run hold1k ll -- -scenario hold -conns 1000 -duration 5s

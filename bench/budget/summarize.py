@@ -42,14 +42,14 @@ for name in ("hold1k", "hold19k"):
     r = load(name)
     row(f"Longlink: goroutines ({name[4:]})", r, lambda r: r["server"]["goroutines"])
     row(f"Longlink: RSS per idle connection ({name[4:]})", r, lambda r: r["server"]["rss_per_conn"])
-for label, name in (("Longlink, 100 pushes back to back", "group-b2b"), ("Longlink, 100 pushes at 70/s", "group-r70"), ("Longlink, 100 pushes at 80/s", "group-r80"), ("Longlink, 100 pushes at 80/s, one downstream writer", "group-r80w1"), ("goroutine-per-connection, back to back", "gpc-group-b2b")):
+for label, name in (("Longlink, 100 pushes back to back", "group-b2b"), ("Longlink, 100 pushes at 70/s", "group-r70"), ("Longlink, 100 pushes at 80/s", "group-r80"), ("Longlink, 100 pushes at 80/s, two downstream writers", "group-r80w2"), ("goroutine-per-connection, back to back", "gpc-group-b2b")):
     g = load(name)
     row(f"{label}: deliveries/s", g, lambda r: r["deliveries_per_sec"])
     row(f"{label}: delivery p99, ms", g, lambda r: r["latency_ms"]["p99"], "{:,.1f}")
     row(f"{label}: delivery p50, ms", g, lambda r: r["latency_ms"]["p50"], "{:,.1f}")
     row(f"{label}: server CPU-s per million deliveries", g, lambda r: r["server"].get("cpu_per_million_deliveries", 0), "{:.2f}")
     row(f"{label}: missing deliveries", g, lambda r: r["missing_deliveries"])
-for label, name in (("Longlink, echo offered 120,000/s", "req120k"), ("Longlink, echo at 100,000/s", "req100k"), ("Longlink, echo at 50,000/s", "req50k"), ("goroutine-per-connection, echo at 50,000/s", "gpc-req50k")):
+for label, name in (("Longlink, echo offered 120,000/s", "req120k"), ("Longlink, echo at 100,000/s", "req100k"), ("Longlink, echo at 50,000/s", "req50k"), ("Longlink, echo at 50,000/s, two downstream writers", "req50kw2"), ("goroutine-per-connection, echo at 50,000/s", "gpc-req50k")):
     q = load(name)
     row(f"{label}: responses/s", q, lambda r: r["throughput_per_sec"])
     row(f"{label}: p50, ms", q, lambda r: r["latency_ms"]["p50"], "{:,.2f}")
