@@ -380,9 +380,7 @@ func (c *Client) connect(ep Endpoint) (*session, error) {
 // after it. It returns why the session ended.
 func (c *Client) serve(s *session) error {
 	c.stats.connects.Add(1)
-	if c.everUp {
-		c.stats.reconnects.Add(1)
-	}
+	reconnect := c.everUp
 	c.everUp = true
 
 	c.mu.Lock()
@@ -411,6 +409,11 @@ func (c *Client) serve(s *session) error {
 		last := c.dedup.last
 		c.pushMu.Unlock()
 		c.events.push(event{kind: evGap, seq: last})
+	}
+	// Counted after resumed and gaps: whoever sees the reconnect in Stats
+	// sees how its login went.
+	if reconnect {
+		c.stats.reconnects.Add(1)
 	}
 	c.upOnce.Do(func() { close(c.up) })
 
