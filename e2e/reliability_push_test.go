@@ -646,7 +646,7 @@ func TestReliabilityDownQueue(t *testing.T) {
 		workers string
 		want    int
 	}{
-		{"0", max(1, runtime.GOMAXPROCS(0)-1)}, // the child inherits GOMAXPROCS's environment and machine
+		{"0", max(1, runtime.GOMAXPROCS(0)-1)}, // the gateway runs on this machine with our environment: its GOMAXPROCS is ours
 		{"3", 3},
 	} {
 		s := startServer(t, "-down-queue", "1000", "-down-workers", tc.workers)

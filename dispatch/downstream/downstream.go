@@ -105,7 +105,7 @@ type Options struct {
 	KickFrame func(dst []byte, status codec.Status, reason string) []byte
 }
 
-// DefaultMaxQueue is MaxQueue's default: about half a second of a
+// DefaultMaxQueue is MaxQueue's default: about a third of a second of a
 // writer's work in a large fan-out, and 70 pushes to a 15,000-member group.
 // A bound of 65,536 kept 9 such pushes in flight per writer, too few for
 // the writes to carry many frames each (docs/configuration.md, -down-queue).
@@ -307,7 +307,7 @@ func (w *worker) waitRoom() {
 // keep ts until they have applied it: the caller must not change it
 // afterwards.
 func (g *Group) PushMany(ts []Target, p *Push) {
-	share := (len(ts) + len(g.workers) - 1) / len(g.workers)
+	share := g.share(len(ts))
 	for _, w := range g.workers {
 		w.mu.Lock()
 		w.tasks = append(w.tasks, task{kind: taskFanout, push: p, off: int32(len(w.lists))})
@@ -319,6 +319,10 @@ func (g *Group) PushMany(ts []Target, p *Push) {
 		w.signal()
 	}
 }
+
+// share is the deliveries a fan-out to n connections counts for in each
+// worker's MaxQueue.
+func (g *Group) share(n int) int { return (n + len(g.workers) - 1) / len(g.workers) }
 
 // Kick writes a KICK with status and reason after everything already
 // queued for c, then closes the connection.

@@ -40,7 +40,6 @@ type fanRun struct {
 	head   int
 	base   uint64 // the number members are marked with when the run starts
 	pos    int    // the list position visited next
-	share  int    // deliveries a push of the list counts for in MaxQueue, as PushMany counted them
 
 	// Kept across runs (reset).
 	step    uint64 // list positions visited since the worker started
@@ -56,15 +55,19 @@ type runPush struct {
 // pending reports whether the run holds pushes not yet at every member.
 func (r *fanRun) pending() bool { return r.head < len(r.pushes) }
 
-// held is the deliveries the run's pushes count for in MaxQueue.
-func (r *fanRun) held() int { return (len(r.pushes) - r.head) * r.share }
+// held is the deliveries the run's pushes count for in MaxQueue, each
+// its share of the list as PushMany counted it.
+func (w *worker) held() int {
+	r := &w.fan
+	return (len(r.pushes) - r.head) * w.g.share(len(r.list))
+}
 
 // syncHeld brings the worker's queue count up to date with the run's held
 // deliveries, waking the producers when they went down. It takes the lock
 // only when they changed: once per take that joined pushes, once per walk
 // that retired some.
 func (w *worker) syncHeld() {
-	h := w.fan.held()
+	h := w.held()
 	if h == w.heldCounted {
 		return
 	}
@@ -107,7 +110,6 @@ func (w *worker) start(ts []Target) {
 	r.counter++
 	r.list, r.base, r.pos = ts, r.counter, 0
 	r.pushes, r.head = r.pushes[:0], 0
-	r.share = (len(ts) + len(w.g.workers) - 1) / len(w.g.workers)
 	for i := range ts {
 		if w.owns(ts[i].ID) {
 			ts[i].Conn.Outbox().seen = r.base
