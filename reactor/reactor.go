@@ -8,11 +8,14 @@
 // input remains. The gateway's handler never blocks waiting for more
 // bytes; a frame split across reads is copied aside until it completes.
 //
-// netpoll is built from third_party/netpoll, whose epoll loop is patched
-// to park on the Go runtime's netpoller instead of blocking in epoll_wait
-// while it has nothing to do (see PATCH.md there): a blocked loop held a
-// P in a system call, and the runtime's sysmon spent half of an idle
-// node's CPU taking it back.
+// netpoll is built from third_party/netpoll, patched twice (see PATCH.md
+// there). Its epoll loop parks on the Go runtime's netpoller instead of
+// blocking in epoll_wait while it has nothing to do: a blocked loop held
+// a P in a system call, and the runtime's sysmon spent half of an idle
+// node's CPU taking it back. And each connection can bound its buffered
+// input (netpoll.InputLimiter): past the bound the loop stops reading the
+// socket, so a client that sends faster than its handler works is slowed
+// by TCP flow control instead of growing the node's memory.
 //
 // Callback order, per connection:
 //

@@ -53,6 +53,8 @@ type connection struct {
 	maxSize       int       // The maximum size of data between two Release().
 	bookSize      int       // The size of data that can be read at once.
 	state         connState // Connection state should be changed sequentially.
+	inputLimit    int32     // Longlink: stop reading at this many buffered bytes; 0 means no limit (connection_inputlimit.go)
+	readPaused    int32     // Longlink: 1 while reading is paused by inputLimit (atomic)
 }
 
 var (
@@ -179,7 +181,9 @@ func (c *connection) Release() (err error) {
 		}
 		c.operator.done()
 	}
-	return c.inputBuffer.Release()
+	err = c.inputBuffer.Release()
+	c.resumeRead()
+	return err
 }
 
 // Slice implements Connection.

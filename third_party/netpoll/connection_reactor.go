@@ -84,7 +84,7 @@ func (c *connection) closeBuffer() {
 
 // inputs implements FDOperator.
 func (c *connection) inputs(vs [][]byte) (rs [][]byte) {
-	vs[0] = c.inputBuffer.book(c.bookSize, c.maxSize)
+	vs[0] = c.inputBuffer.book(c.readSize(), c.maxSize)
 	return vs[:1]
 }
 
@@ -115,6 +115,7 @@ func (c *connection) inputAck(n int) (err error) {
 	if needTrigger && length >= int(atomic.LoadInt64(&c.waitReadSize)) {
 		c.triggerRead(nil)
 	}
+	c.pauseRead()
 	return nil
 }
 

@@ -63,4 +63,9 @@ const (
 
 	// PollRW2R is used to remove the writable monitor of FDOperator, generally used with PollR2RW.
 	PollRW2R PollEvent = 0x6
+
+	// PollPauseRead stops monitoring readable for a connection whose input
+	// buffer reached its limit (Longlink's patch, see PATCH.md): hangups and
+	// errors are still reported. PollRW2R resumes reading.
+	PollPauseRead PollEvent = 0x7
 )
