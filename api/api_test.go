@@ -507,7 +507,7 @@ func TestOperations(t *testing.T) {
 	metricsHandler := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = io.WriteString(w, "longlink_connections 3\n")
 	})
-	ts := newTestServer(t, Options{Metrics: metricsHandler})
+	ts := newTestServer(t, Options{Metrics: metricsHandler, Pprof: PprofOpen})
 
 	// None of these needs the API key.
 	r := ts.doAuth(t, "GET", "/healthz", "", "").want(t, 200)

@@ -30,7 +30,7 @@
 //	GET    /v1/endpoints                 → {"endpoints":[...]}, least loaded first
 //	GET    /v1/stats                     → the metrics.Snapshot
 //	GET    /metrics                      Prometheus (Options.Metrics; 404 without it)
-//	GET    /debug/pprof/...              net/http/pprof
+//	GET    /debug/pprof/...              net/http/pprof (Options.Pprof; 404 when off), cmdline redacted
 //	GET    /healthz                      → {"status":"ok"}
 //	GET    /readyz                       → {"status":"ok"}, or 503 {"status":"draining"}
 //
@@ -45,12 +45,25 @@
 // length does not leak either); a missing or wrong key gets 401 with
 // WWW-Authenticate: Bearer. An empty Options.APIKey refuses every /v1 call.
 //
-// /metrics, /debug/pprof/, /healthz and /readyz need no key, so that
-// probes and scrapers need no secret. They tell a lot about the node (and
-// pprof can cost CPU), so keep the API port on a private network. The
-// pprof handlers are registered on this package's mux; importing
-// net/http/pprof also registers them on http.DefaultServeMux, which
-// Longlink never serves.
+// /healthz, /readyz and /demo/ never need a key, so that probes and
+// browsers need no secret. /metrics needs none either unless
+// Options.MetricsKey is set. /debug/pprof/ is not served at all unless
+// Options.Pprof asks for it: PprofKey puts it behind the key like /v1
+// (every path under it, known or not), PprofOpen serves it to anyone, for
+// an API port on a private network only (profiles show stacks and heap
+// contents, and a CPU profile or trace costs CPU for as long as the caller
+// asks). /debug/pprof/cmdline is this package's own handler: it prints
+// the command line with the values of -api-key, -jwt-secret and
+// -redis-password replaced by "[redacted]". The pprof handlers are
+// registered on this package's mux; importing net/http/pprof also
+// registers them on http.DefaultServeMux, which Longlink never serves.
+//
+// # Connections
+//
+// LimitListener caps the connections to the API port: one over the cap
+// gets a 503 {"error":"too many API connections"} with Connection: close
+// and is closed at once, without waiting for a slot. The timeouts of the
+// http.Server (package gateway) bound how long each connection may take.
 //
 // # Errors
 //
@@ -58,9 +71,11 @@
 //
 //	400  malformed JSON or a wrong type (the message names the field), a body
 //	     that is empty, not an object or not UTF-8, data and data_base64 both set, bad base64,
-//	     an empty or too long devices list, a device, group or app name
-//	     empty, over 128 bytes, not UTF-8 or with a control character, an
-//	     id over 128 or a reason over 256 bytes, biz outside 0..65535,
+//	     an empty or too long devices list, a device id that
+//	     auth.ValidDevice refuses (the rule of a LOGIN sub; the message
+//	     quotes the id), a group or app name empty, over 128 bytes, not
+//	     UTF-8 or with a control character, an id over 128 or a reason
+//	     over 256 bytes, biz outside 0..65535,
 //	     ttl_seconds missing, <= 0 or over Options.MaxTTL, over 256 token
 //	     groups; or a Gateway error wrapping ErrInvalid
 //	401  missing or wrong API key

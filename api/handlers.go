@@ -172,7 +172,7 @@ func (s *server) groupAnswer(ctx context.Context, group string) (any, error) {
 
 // device is GET /v1/devices/{device}.
 func (s *server) device(_ http.ResponseWriter, r *http.Request) (any, error) {
-	device, err := pathName(r, "device")
+	device, err := pathDevice(r)
 	if err != nil {
 		return nil, err
 	}
@@ -189,7 +189,7 @@ func (s *server) device(_ http.ResponseWriter, r *http.Request) (any, error) {
 // kick is DELETE /v1/devices/{device}. The reason comes from the JSON
 // body's "reason" when the body has one, else from the query's "reason".
 func (s *server) kick(w http.ResponseWriter, r *http.Request) (any, error) {
-	device, err := pathName(r, "device")
+	device, err := pathDevice(r)
 	if err != nil {
 		return nil, err
 	}
@@ -217,8 +217,8 @@ func (s *server) token(w http.ResponseWriter, r *http.Request) (any, error) {
 	if err := s.decode(w, r, &b, false); err != nil {
 		return nil, err
 	}
-	if p := nameProblem(b.Device); p != "" {
-		return nil, badRequest("device %s", p)
+	if err := auth.ValidDevice(b.Device); err != nil {
+		return nil, deviceError("device", err)
 	}
 	if p := textProblem(b.App, maxNameLen); p != "" {
 		return nil, badRequest("app %s", p)

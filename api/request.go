@@ -20,9 +20,10 @@ import (
 
 // Input limits that are part of the contract, not tuning.
 const (
-	// maxNameLen bounds device, group and app names: PROTOCOL.md's device
-	// id (the token's sub) is 1..128 bytes, and groups and apps follow it.
-	maxNameLen = 128
+	// maxNameLen bounds group and app names, which follow the device id
+	// (the token's sub, auth.MaxDeviceLen bytes); device ids themselves
+	// are checked with auth.ValidDevice.
+	maxNameLen = auth.MaxDeviceLen
 	// maxIDLen bounds a push's message id, sent with every copy of the
 	// push as PUSH meta "id".
 	maxIDLen = 128
@@ -194,11 +195,33 @@ func (s *server) checkDevices(devices []string) error {
 		return badRequest("devices lists %d devices, over the limit of %d", len(devices), s.maxDevices)
 	}
 	for i, d := range devices {
-		if p := nameProblem(d); p != "" {
-			return badRequest("devices[%d] %s", i, p)
+		if err := auth.ValidDevice(d); err != nil {
+			return deviceError(fmt.Sprintf("devices[%d]", i), err)
 		}
 	}
 	return nil
+}
+
+// pathDevice returns the path wildcard "device", checked as a device id.
+// The mux has percent-decoded it, so any valid id can be named in a path.
+func pathDevice(r *http.Request) (string, error) {
+	device := r.PathValue("device")
+	if err := auth.ValidDevice(device); err != nil {
+		return "", deviceError("device", err)
+	}
+	return device, nil
+}
+
+// deviceError is the 400 for a device id that auth.ValidDevice refused,
+// the rule LOGIN applies to a token's sub: the API takes exactly the ids
+// that can log in. name says where the id was; the message quotes the
+// id (escaped) so that the caller can find it.
+func deviceError(name string, err error) error {
+	var de *auth.DeviceError
+	if errors.As(err, &de) {
+		return badRequest("%s", de.Describe(name))
+	}
+	return badRequest("%s: %w", name, err)
 }
 
 // pathName returns the path wildcard key, checked as a name.
@@ -210,7 +233,7 @@ func pathName(r *http.Request, key string) (string, error) {
 	return name, nil
 }
 
-// nameProblem says what is wrong with s as a device, group or app name, or
+// nameProblem says what is wrong with s as a group or app name, or
 // returns "" when nothing is.
 func nameProblem(s string) string {
 	if s == "" {

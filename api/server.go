@@ -20,6 +20,21 @@ const (
 	DefaultMaxTTL     = 30 * 24 * time.Hour
 )
 
+// PprofMode says whether and to whom /debug/pprof/ is served.
+type PprofMode string
+
+// The modes of Options.Pprof.
+const (
+	// PprofOff serves no profiling: /debug/pprof/... is 404 like any
+	// unknown path. The zero value "" means the same.
+	PprofOff PprofMode = "off"
+	// PprofKey serves profiling behind the API key, like /v1.
+	PprofKey PprofMode = "key"
+	// PprofOpen serves profiling without a key, for an API port that only
+	// trusted hosts can reach.
+	PprofOpen PprofMode = "open"
+)
+
 // Options configures the API handler.
 type Options struct {
 	// APIKey is the bearer token every /v1 call must present. Empty means
@@ -27,6 +42,14 @@ type Options struct {
 	APIKey string
 	// Metrics is served at GET /metrics. Nil means /metrics is 404.
 	Metrics http.Handler
+	// MetricsKey puts /metrics behind the API key. False serves it to
+	// anyone, so that scrapers need no secret.
+	MetricsKey bool
+	// Pprof serves /debug/pprof/: PprofOff (or ""), PprofKey or PprofOpen.
+	// Any other value is treated as PprofOff, with a warning. Whenever it
+	// is served, /debug/pprof/cmdline prints the command line with the
+	// values of the secret flags redacted (see redactArgs).
+	Pprof PprofMode
 	// MaxBody is the largest request body accepted, in bytes; a larger one
 	// gets 413. Zero means DefaultMaxBody (1 MiB).
 	MaxBody int64
@@ -48,6 +71,8 @@ type server struct {
 	log        *slog.Logger
 	keySum     [sha256.Size]byte // SHA-256 of the API key, compared in constant time
 	hasKey     bool              // false when Options.APIKey is empty: refuse every /v1 call
+	pprofKey   bool              // /debug/pprof/ is served and needs the key
+	metricsKey bool              // /metrics needs the key
 	maxBody    int64
 	maxDevices int
 	maxTTL     time.Duration
@@ -61,6 +86,8 @@ func New(gw Gateway, opts Options) http.Handler {
 		log:        opts.Logger,
 		keySum:     sha256.Sum256([]byte(opts.APIKey)),
 		hasKey:     opts.APIKey != "",
+		pprofKey:   opts.Pprof == PprofKey,
+		metricsKey: opts.MetricsKey,
 		maxBody:    opts.MaxBody,
 		maxDevices: opts.MaxDevices,
 		maxTTL:     opts.MaxTTL,
@@ -94,9 +121,10 @@ func New(gw Gateway, opts Options) http.Handler {
 	m.HandleFunc("GET /v1/endpoints", s.json(s.endpoints))
 	m.HandleFunc("GET /v1/stats", s.json(s.stats))
 
-	// Operations endpoints: no API key (see the package documentation).
+	// Operations endpoints: no API key unless Options ask for one (see the
+	// package documentation and needsKey).
 	if opts.Metrics != nil {
-		m.Handle("GET /metrics", opts.Metrics)
+		m.Handle("GET /metrics", s.keyed(opts.Metrics, s.metricsKey))
 	}
 	// The browser client and its demo page (package web): public static
 	// files, no API key, like the operations endpoints. The page's "Get a
@@ -105,21 +133,66 @@ func New(gw Gateway, opts Options) http.Handler {
 	m.Handle("GET /demo", http.RedirectHandler("/demo/", http.StatusMovedPermanently))
 	m.HandleFunc("GET /healthz", s.healthz)
 	m.HandleFunc("GET /readyz", s.readyz)
-	m.HandleFunc("GET /debug/pprof/", pprof.Index)
-	m.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
-	m.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-	m.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
-	m.HandleFunc("POST /debug/pprof/symbol", pprof.Symbol) // go tool pprof POSTs here
-	m.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	switch opts.Pprof {
+	case PprofKey, PprofOpen:
+		s.handlePprof()
+	case PprofOff, "":
+	default:
+		s.log.Warn("api: unknown pprof mode; profiling is off", "pprof", string(opts.Pprof))
+	}
 	return s
 }
 
-// ServeHTTP recovers panics, checks the API key of /v1 calls and routes.
+// handlePprof registers the profiling endpoints. /debug/pprof/cmdline is
+// ours, not net/http/pprof's, which would print the secrets given as
+// flags.
+func (s *server) handlePprof() {
+	m := s.mux
+	m.Handle("GET /debug/pprof/", s.keyed(http.HandlerFunc(pprof.Index), s.pprofKey))
+	m.Handle("GET /debug/pprof/cmdline", s.keyed(http.HandlerFunc(cmdline), s.pprofKey))
+	m.Handle("GET /debug/pprof/profile", s.keyed(http.HandlerFunc(pprof.Profile), s.pprofKey))
+	m.Handle("GET /debug/pprof/symbol", s.keyed(http.HandlerFunc(pprof.Symbol), s.pprofKey))
+	m.Handle("POST /debug/pprof/symbol", s.keyed(http.HandlerFunc(pprof.Symbol), s.pprofKey)) // go tool pprof POSTs here
+	m.Handle("GET /debug/pprof/trace", s.keyed(http.HandlerFunc(pprof.Trace), s.pprofKey))
+}
+
+// keyed returns h, checking the API key first when key is set. ServeHTTP
+// already checks it for every path needsKey names; this second check ties
+// the key to the handler itself, so that no spelling of a path that
+// reaches h can skip it.
+func (s *server) keyed(h http.Handler, key bool) http.Handler {
+	if !key {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.authorized(w, r) {
+			h.ServeHTTP(w, r)
+		}
+	})
+}
+
+// needsKey reports whether a request for path must present the API key
+// before it is routed: every /v1 path, known or not (no probing without
+// the key), and the operations endpoints Options put behind it.
+func (s *server) needsKey(path string) bool {
+	switch {
+	case strings.HasPrefix(path, "/v1/"):
+		return true
+	case s.pprofKey && (path == "/debug/pprof" || strings.HasPrefix(path, "/debug/pprof/")):
+		return true
+	case s.metricsKey && path == "/metrics":
+		return true
+	}
+	return false
+}
+
+// ServeHTTP recovers panics, checks the API key where needsKey asks for
+// it and routes.
 func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rw := &recoverWriter{ResponseWriter: w}
 	defer s.recover(rw, r)
 
-	if strings.HasPrefix(r.URL.Path, "/v1/") && !s.authorized(rw, r) {
+	if s.needsKey(r.URL.Path) && !s.authorized(rw, r) {
 		return
 	}
 	if h, pattern := s.mux.Handler(r); pattern == "" {

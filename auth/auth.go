@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/golang-jwt/jwt/v5"
 )
@@ -25,7 +27,7 @@ const maxUnix = 253402300799
 
 // Claims are what a login token says about a device.
 type Claims struct {
-	Device  string    // "sub", required, 1..MaxDeviceLen bytes
+	Device  string    // "sub", required, a device id that ValidDevice accepts
 	App     string    // "app", optional
 	Groups  []string  // "groups", optional list of group names to join at login
 	Expires time.Time // "exp", required
@@ -51,7 +53,9 @@ var (
 	errNoSub      = errors.New("missing sub")
 	errSubType    = errors.New("sub must be a string")
 	errSubLong    = errors.New("sub too long")
-	errSubCtl     = errors.New("sub has control characters")
+	errSubUTF8    = errors.New("invalid sub (not UTF-8)")
+	errSubCtl     = errors.New("invalid sub (control character)")
+	errSubPath    = errors.New("invalid sub (reserved name)")
 	errAppType    = errors.New("app must be a string")
 	errAppLong    = errors.New("app too long")
 	errAppCtl     = errors.New("app has control characters")
@@ -218,13 +222,10 @@ func unixTime(sec float64) time.Time {
 // check enforces the limits on the claims' strings, shared by Verify and
 // Mint so that Mint never signs a token Verify would refuse.
 func (c *Claims) check() error {
+	if err := ValidDevice(c.Device); err != nil {
+		return subReason(err.(*DeviceError))
+	}
 	switch {
-	case c.Device == "":
-		return errNoSub
-	case len(c.Device) > MaxDeviceLen:
-		return errSubLong
-	case hasControl(c.Device):
-		return errSubCtl
 	case len(c.App) > MaxAppLen:
 		return errAppLong
 	case hasControl(c.App):
@@ -241,6 +242,115 @@ func (c *Claims) check() error {
 		case hasControl(g):
 			return errGroupCtl
 		}
+	}
+	return nil
+}
+
+// subReason is the fixed Verify reason for a sub that ValidDevice refused.
+func subReason(e *DeviceError) error {
+	switch e.kind {
+	case deviceEmpty:
+		return errNoSub
+	case deviceLong:
+		return errSubLong
+	case deviceUTF8:
+		return errSubUTF8
+	case devicePath:
+		return errSubPath
+	default:
+		return errSubCtl
+	}
+}
+
+// deviceProblem is what is wrong with a device id.
+type deviceProblem uint8
+
+const (
+	deviceEmpty deviceProblem = iota + 1
+	deviceLong
+	deviceUTF8
+	deviceControl
+	devicePath
+)
+
+// DeviceError is the error ValidDevice returns.
+type DeviceError struct {
+	ID   string // the refused id, as given
+	kind deviceProblem
+	ctl  rune // the first control character, for deviceControl
+}
+
+// Problem says what is wrong with the id, as a phrase that follows its
+// name: "is empty", "contains the control character U+0085", ...
+func (e *DeviceError) Problem() string {
+	switch e.kind {
+	case deviceEmpty:
+		return "is empty"
+	case deviceLong:
+		return fmt.Sprintf("is %d bytes, over the limit of %d", len(e.ID), MaxDeviceLen)
+	case deviceUTF8:
+		return "is not valid UTF-8"
+	case devicePath:
+		return "is not allowed: \".\", \"..\" and \"/\" cannot be named in a URL path"
+	default:
+		return fmt.Sprintf("contains the control character %U", e.ctl)
+	}
+}
+
+// Describe is the problem after name, with the id quoted in between
+// unless it is empty or too long to show: `devices[2] "a\u0085" contains
+// the control character U+0085`. The quoting escapes control characters
+// and invalid bytes, so the text is safe in logs and JSON answers.
+func (e *DeviceError) Describe(name string) string {
+	if e.kind == deviceEmpty || e.kind == deviceLong {
+		return name + " " + e.Problem()
+	}
+	return name + " " + strconv.Quote(e.ID) + " " + e.Problem()
+}
+
+func (e *DeviceError) Error() string { return e.Describe("device id") }
+
+// ValidDevice reports whether s may be a device id, returning a
+// *DeviceError when it may not. It is the one rule for device ids: a
+// LOGIN token's sub (Verify), Mint, and every device id the HTTP API
+// takes (paths, push and members lists, tokens) are checked with it, so
+// a device that can log in can also be pushed to, looked up and kicked.
+//
+// A device id is 1..MaxDeviceLen bytes of valid UTF-8 without control
+// characters: C0 (U+0000..U+001F), DEL (U+007F) or C1 (U+0080..U+009F).
+// Ids travel on as HTTP header values, log fields and route keys, where
+// a CR, LF or NEL could split a line. The three ids ".", ".." and "/"
+// are refused too: no percent-encoding names them in a URL path segment
+// (URL parsers remove dot segments, "%2E" included, and Go's mux takes a
+// lone "%2F" for a trailing slash). Anything else is allowed, '/', '%',
+// '.', spaces and non-ASCII letters included; the API takes ids in paths
+// percent-encoded.
+func ValidDevice(s string) error {
+	switch {
+	case s == "":
+		return &DeviceError{ID: s, kind: deviceEmpty}
+	case len(s) > MaxDeviceLen:
+		return &DeviceError{ID: s, kind: deviceLong}
+	case s == "." || s == ".." || s == "/":
+		return &DeviceError{ID: s, kind: devicePath}
+	}
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c < 0x20 || c == 0x7f {
+				return &DeviceError{ID: s, kind: deviceControl, ctl: rune(c)}
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			return &DeviceError{ID: s, kind: deviceUTF8}
+		case r <= 0x9f: // C1: the only non-ASCII control characters
+			return &DeviceError{ID: s, kind: deviceControl, ctl: r}
+		}
+		i += size
 	}
 	return nil
 }

@@ -218,7 +218,12 @@ func TestVerifyRejects(t *testing.T) {
 		{"sub too long", handToken(testSecret, hs256, fmt.Sprintf(`{"sub":"%s","exp":%d}`, strings.Repeat("d", MaxDeviceLen+1), exp+60)), "sub too long"},
 		{"sub a number", handToken(testSecret, hs256, fmt.Sprintf(`{"sub":42,"exp":%d}`, exp+60)), "sub must be a string"},
 		{"sub a list", handToken(testSecret, hs256, fmt.Sprintf(`{"sub":["d"],"exp":%d}`, exp+60)), "sub must be a string"},
-		{"sub with a newline", handToken(testSecret, hs256, fmt.Sprintf(`{"sub":"d\r\nX-Evil: 1","exp":%d}`, exp+60)), "sub has control characters"},
+		{"sub with a newline", handToken(testSecret, hs256, fmt.Sprintf(`{"sub":"d\r\nX-Evil: 1","exp":%d}`, exp+60)), "invalid sub (control character)"},
+		{"sub with DEL", handToken(testSecret, hs256, fmt.Sprintf(`{"sub":"d\u007f","exp":%d}`, exp+60)), "invalid sub (control character)"},
+		{"sub with C1 NEL", handToken(testSecret, hs256, fmt.Sprintf(`{"sub":"d\u0085","exp":%d}`, exp+60)), "invalid sub (control character)"},
+		{"sub ..", handToken(testSecret, hs256, fmt.Sprintf(`{"sub":"..","exp":%d}`, exp+60)), "invalid sub (reserved name)"},
+		{"sub /", handToken(testSecret, hs256, fmt.Sprintf(`{"sub":"/","exp":%d}`, exp+60)), "invalid sub (reserved name)"},
+		{"sub with C1 CSI", handToken(testSecret, hs256, fmt.Sprintf(`{"sub":"\u009b31m","exp":%d}`, exp+60)), "invalid sub (control character)"},
 
 		{"app a number", handToken(testSecret, hs256, payloadExp(`"app":7`)), "app must be a string"},
 		{"app too long", handToken(testSecret, hs256, payloadExp(`"app":"`+strings.Repeat("a", MaxAppLen+1)+`"`)), "app too long"},
@@ -264,15 +269,16 @@ func groupList(n, size int) string {
 func TestVerifyLimits(t *testing.T) {
 	v := NewVerifier(testSecret)
 	accept := map[string]string{
-		"sub at MaxDeviceLen":   fmt.Sprintf(`{"sub":"%s","exp":%d}`, strings.Repeat("d", MaxDeviceLen), testNow.Unix()+60),
-		"app at MaxAppLen":      payloadExp(`"app":"` + strings.Repeat("a", MaxAppLen) + `"`),
-		"MaxGroups groups":      payloadExp(`"groups":[` + groupList(MaxGroups, 1) + `]`),
-		"group at MaxGroupLen":  payloadExp(`"groups":[` + groupList(1, MaxGroupLen) + `]`),
-		"empty groups":          payloadExp(`"groups":[]`),
-		"expired within leeway": fmt.Sprintf(`{"sub":"d","exp":%d}`, testNow.Unix()-4),
-		"nbf within leeway":     payloadExp(fmt.Sprintf(`"nbf":%d`, testNow.Unix()+5)),
-		"nbf past":              payloadExp(fmt.Sprintf(`"nbf":%d`, testNow.Unix()-3600)),
-		"unicode sub":           fmt.Sprintf(`{"sub":"设备-é","exp":%d}`, testNow.Unix()+60),
+		"sub at MaxDeviceLen":    fmt.Sprintf(`{"sub":"%s","exp":%d}`, strings.Repeat("d", MaxDeviceLen), testNow.Unix()+60),
+		"app at MaxAppLen":       payloadExp(`"app":"` + strings.Repeat("a", MaxAppLen) + `"`),
+		"MaxGroups groups":       payloadExp(`"groups":[` + groupList(MaxGroups, 1) + `]`),
+		"group at MaxGroupLen":   payloadExp(`"groups":[` + groupList(1, MaxGroupLen) + `]`),
+		"empty groups":           payloadExp(`"groups":[]`),
+		"expired within leeway":  fmt.Sprintf(`{"sub":"d","exp":%d}`, testNow.Unix()-4),
+		"nbf within leeway":      payloadExp(fmt.Sprintf(`"nbf":%d`, testNow.Unix()+5)),
+		"nbf past":               payloadExp(fmt.Sprintf(`"nbf":%d`, testNow.Unix()-3600)),
+		"unicode sub":            fmt.Sprintf(`{"sub":"设备-é","exp":%d}`, testNow.Unix()+60),
+		"sub with / % and space": fmt.Sprintf(`{"sub":"a/b ü%%","exp":%d}`, testNow.Unix()+60),
 	}
 	for name, payload := range accept {
 		t.Run(name, func(t *testing.T) {
@@ -338,6 +344,8 @@ func TestMintRefuses(t *testing.T) {
 		{"expiry out of range", testSecret, Claims{Device: "d", Expires: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}, "auth: mint: exp out of range"},
 		{"too many groups", testSecret, Claims{Device: "d", Expires: exp, Groups: make([]string, MaxGroups+1)}, "auth: mint: too many groups"},
 		{"empty group", testSecret, Claims{Device: "d", Expires: exp, Groups: []string{"a", ""}}, "auth: mint: empty group name"},
+		{"C1 in device", testSecret, Claims{Device: "a\u0085", Expires: exp}, "auth: mint: invalid sub (control character)"},
+		{"device not UTF-8", testSecret, Claims{Device: "a\xffb", Expires: exp}, "auth: mint: invalid sub (not UTF-8)"},
 		{"control in app", testSecret, Claims{Device: "d", Expires: exp, App: "a\nb"}, "auth: mint: app has control characters"},
 	}
 	for _, tt := range tests {

@@ -18,15 +18,19 @@
 // Claims (JSON null counts as absent):
 //
 //	claim   type             rule
-//	sub     string           required; the device id, 1..MaxDeviceLen (128) bytes
+//	sub     string           required; the device id, as ValidDevice defines it
 //	exp     number           required; seconds since the epoch, fractions allowed
 //	nbf     number           optional; honoured when present
 //	app     string           optional; at most MaxAppLen (128) bytes
 //	groups  array of string  optional; at most MaxGroups (64) names, each 1..MaxGroupLen (128) bytes
 //
-// sub, app and group names may not contain ASCII control characters: they
-// travel on as HTTP header values and route keys, where a CR or LF would
-// break the request. Unknown claims (iat, iss, jti, anything else) are
+// A device id is 1..MaxDeviceLen (128) bytes of valid UTF-8 with no
+// control character, C0 (U+0000..U+001F), DEL (U+007F) or C1
+// (U+0080..U+009F); ValidDevice is that rule, and the HTTP API checks
+// every device id it takes with it too, so that any device that can log
+// in can be pushed to, looked up and kicked. app and group names may not
+// contain ASCII control characters. All of them travel on as HTTP header
+// values and route keys, where a CR or LF would break the request. Unknown claims (iat, iss, jti, anything else) are
 // ignored, so a token made by any standard JWT library with the shared
 // secret is accepted.
 //

@@ -19,6 +19,11 @@ const (
 // (header + meta + body), the `-max-frame` flag's default.
 const DefaultMaxFrame = 65536
 
+// MaxLoginFrame is the limit on a frame's total size before a successful
+// LOGIN, whatever -max-frame allows after it (docs/protocol.md, "Limits
+// before login"): an unauthenticated connection holds kilobytes.
+const MaxLoginFrame = 8192
+
 // Op is a frame's operation.
 type Op uint8
 
@@ -174,6 +179,16 @@ func Decode(b []byte, maxFrame int) (f Frame, n int, err error) {
 		return Frame{}, 0, err
 	}
 	return Frame{Header: h, Meta: meta, Body: b[metaEnd:n:n]}, n, nil
+}
+
+// FrameSize is the total size the frame header at the start of b
+// declares, or 0 when b is shorter than a header. It checks nothing: it
+// is for frames the gateway encoded itself.
+func FrameSize(b []byte) int {
+	if len(b) < HeaderSize {
+		return 0
+	}
+	return HeaderSize + int(binary.BigEndian.Uint16(b[10:])) + int(binary.BigEndian.Uint32(b[16:]))
 }
 
 // PutHeader writes h into the first HeaderSize bytes of b.

@@ -40,7 +40,11 @@ const (
 	DefaultMaxPending   = 1 << 20                    // bytes
 	DefaultDownQueue    = downstream.DefaultMaxQueue // deliveries per downstream writer
 	MaxDownQueue        = 1 << 24
-	DefaultRate         = 100 // requests per second per connection
+	DefaultRate         = 100      // requests per second per connection
+	DefaultFrameRate    = 1000     // frames per second per connection, every op
+	DefaultMaxInput     = 64 << 10 // bytes of unprocessed input per connection
+	DefaultTLSHandshake = 5 * time.Second
+	DefaultMaxUnauthIP  = 1024 // connections per source address still logging in
 	DefaultRecoverSize  = 64
 	DefaultRecoverTTL   = 2 * time.Minute
 	DefaultLogLevel     = "info"
@@ -51,11 +55,36 @@ const (
 	DefaultNodeTTL      = 15 * time.Second
 )
 
+// Defaults of the HTTP API port's own limits, applied by Default. The
+// write timeout bounds a whole answer, so it must stay above the 30s a
+// /debug/pprof/profile takes by default.
+const (
+	DefaultAPIReadTimeout  = 30 * time.Second
+	DefaultAPIWriteTimeout = 60 * time.Second
+	DefaultAPIIdleTimeout  = 120 * time.Second
+	DefaultAPIMaxConns     = 1024
+	DefaultPprof           = PprofOff
+)
+
+// The values of -pprof.
+const (
+	PprofOff  = "off"  // /debug/pprof/ is not served (404)
+	PprofKey  = "key"  // served behind the API key
+	PprofOpen = "open" // served without a key: the API port must be private
+)
+
+// MaxAPIHeaderTimeout is the longest the API port waits for a request's
+// headers; a shorter -api-read-timeout shortens it too.
+const MaxAPIHeaderTimeout = 10 * time.Second
+
 // Limits enforced by Validate.
 const (
 	MinMaxFrame     = 1024     // smallest -max-frame
 	MaxMaxFrame     = 16 << 20 // largest -max-frame: a frame is buffered whole
 	MaxRate         = 1e6      // largest -rate, requests per second
+	MaxFrameRate    = 1e7      // largest -frame-rate, frames per second
+	MinMaxInput     = 4096     // smallest -max-input
+	MaxMaxInput     = 64 << 20 // largest -max-input
 	MaxRecoverSize  = 1 << 16  // largest -recover-size
 	MaxReadBuffer   = 8 << 20  // largest -read-buffer; netpoll grows no further
 	MinSendBuffer   = 4096     // smallest non-zero -sndbuf
@@ -86,6 +115,19 @@ type Config struct {
 	APIKey    string // -api-key: bearer key of the /v1 API; defaults to DevAPIKey
 	JWTSecret string // -jwt-secret: HS256 secret of login tokens; defaults to DevJWTSecret
 
+	// -ws-origins: the Origin header values a WebSocket handshake may
+	// carry, each scheme://host[:port] (websocket.ParseOrigin); empty
+	// allows any.
+	WSOrigins []string
+
+	// The HTTP API port's own limits and its operations endpoints.
+	APIReadTimeout  time.Duration // -api-read-timeout: time to read a whole request, body included; > 0
+	APIWriteTimeout time.Duration // -api-write-timeout: time from the end of a request's headers to the end of its answer; > 0
+	APIIdleTimeout  time.Duration // -api-idle-timeout: how long a keep-alive connection may wait for its next request; > 0
+	APIMaxConns     int           // -api-max-conns: connections to the API port at once; > 0
+	Pprof           string        // -pprof: PprofOff, PprofKey or PprofOpen
+	MetricsKey      bool          // -metrics-key: /metrics needs the API key
+
 	// -biz: the businesses, each with its forwarding group; defaults to
 	// business DefaultBizID served by echo. An empty list serves none.
 	Biz []upstream.Business
@@ -101,6 +143,13 @@ type Config struct {
 	MaxPending   int           // -max-pending: bytes of unsent output per connection before KICK(SLOW_CONSUMER); >= MaxFrame
 	Rate         float64       // -rate: upstream requests per second per connection; zero means unlimited
 	RateBurst    int           // -rate-burst: requests above Rate allowed at once; zero means max(1, 2 x Rate), filled in by Parse
+	FrameRate    float64       // -frame-rate: frames per second per connection, every op and WebSocket control frames; zero means unlimited
+	FrameBurst   int           // -frame-burst: frames a connection may send at once; zero means FrameRate
+	MaxInput     int           // -max-input: bytes of a connection's unprocessed input before the node stops reading it; MinMaxInput..MaxMaxInput
+	TLSHandshake time.Duration // -tls-handshake-timeout: time a TLS handshake may take from its first byte; > 0
+	MaxUnauthIP  int           // -max-unauth-per-ip: connections per source address still in the TLS handshake or login; zero means no cap
+	MaxConnsIP   int           // -max-conns-per-ip: connections per source address; zero means no cap
+	ConnRateIP   float64       // -connect-rate-per-ip: new connections per second per source address; zero means unlimited
 	RecoverSize  int           // -recover-size: pushes kept per device for resume; 1..MaxRecoverSize
 	RecoverTTL   time.Duration // -recover-ttl: how long they are kept after a disconnect; > 0
 	EventsURL    string        // -events-url: http(s) URL for connect/disconnect events; "" disables them
@@ -136,6 +185,10 @@ func Default() Config {
 		DownQueue:    DefaultDownQueue,
 		Rate:         DefaultRate,
 		RateBurst:    burstFor(DefaultRate),
+		FrameRate:    DefaultFrameRate,
+		MaxInput:     DefaultMaxInput,
+		TLSHandshake: DefaultTLSHandshake,
+		MaxUnauthIP:  DefaultMaxUnauthIP,
 		RecoverSize:  DefaultRecoverSize,
 		RecoverTTL:   DefaultRecoverTTL,
 		LogLevel:     DefaultLogLevel,
@@ -144,6 +197,12 @@ func Default() Config {
 		ReadBuffer:   DefaultReadBuffer,
 		RedisPrefix:  DefaultRedisPrefix,
 		NodeTTL:      DefaultNodeTTL,
+
+		APIReadTimeout:  DefaultAPIReadTimeout,
+		APIWriteTimeout: DefaultAPIWriteTimeout,
+		APIIdleTimeout:  DefaultAPIIdleTimeout,
+		APIMaxConns:     DefaultAPIMaxConns,
+		Pprof:           DefaultPprof,
 	}
 }
 
@@ -161,6 +220,12 @@ func burstFor(rate float64) int { return max(1, int(math.Ceil(2*rate))) }
 // development default.
 func (c *Config) DevSecrets() bool {
 	return c.APIKey == DevAPIKey || c.JWTSecret == DevJWTSecret
+}
+
+// APIReadHeaderTimeout is how long the API port waits for a request's
+// headers: MaxAPIHeaderTimeout, or APIReadTimeout when that is shorter.
+func (c *Config) APIReadHeaderTimeout() time.Duration {
+	return min(MaxAPIHeaderTimeout, c.APIReadTimeout)
 }
 
 // EffectiveIdleTimeout is IdleTimeout, or IdleHeartbeats heartbeats when
@@ -247,10 +312,17 @@ func newFlagSet(c *Config) (*flag.FlagSet, *bizList) {
 	fs := flag.NewFlagSet("longlink", flag.ContinueOnError)
 	fs.StringVar(&c.Listen, "listen", c.Listen, "TCP listen `address` host:port; empty disables TCP")
 	fs.StringVar(&c.WSListen, "ws-listen", c.WSListen, "WebSocket listen `address` host:port; empty disables WebSocket")
+	fs.Var(originList{&c.WSOrigins}, "ws-origins", "comma-separated `origins` scheme://host[:port] a WebSocket handshake's Origin header may name (others get 403; no header is allowed); empty allows any")
 	fs.StringVar(&c.TLSListen, "tls-listen", c.TLSListen, "TLS listen `address` host:port; empty disables TLS")
 	fs.StringVar(&c.TLSCert, "tls-cert", c.TLSCert, "TLS certificate `file` (PEM), required with -tls-listen")
 	fs.StringVar(&c.TLSKey, "tls-key", c.TLSKey, "TLS private key `file` (PEM), required with -tls-listen")
 	fs.StringVar(&c.APIListen, "api-listen", c.APIListen, "HTTP API listen `address` host:port (push API, /metrics, /debug/pprof); empty disables the API")
+	fs.DurationVar(&c.APIReadTimeout, "api-read-timeout", c.APIReadTimeout, "time the API port allows to read a whole request, body included (headers: at most 10s)")
+	fs.DurationVar(&c.APIWriteTimeout, "api-write-timeout", c.APIWriteTimeout, "time the API port allows from a request's headers to the end of its answer; /debug/pprof/profile?seconds=N needs N below it")
+	fs.DurationVar(&c.APIIdleTimeout, "api-idle-timeout", c.APIIdleTimeout, "how long an idle keep-alive connection to the API port stays open")
+	fs.IntVar(&c.APIMaxConns, "api-max-conns", c.APIMaxConns, "connections to the API port at once; over it a connection gets 503 and is closed")
+	fs.StringVar(&c.Pprof, "pprof", c.Pprof, "serve /debug/pprof/: `mode` off, key (behind the API key) or open (no key: keep the API port private)")
+	fs.BoolVar(&c.MetricsKey, "metrics-key", c.MetricsKey, "require the API key for /metrics")
 	fs.StringVar(&c.Advertise, "advertise", c.Advertise, "`host` announced to clients in endpoints; empty means the host of each listen address")
 	fs.StringVar(&c.Node, "node", c.Node, "node `id`, unique among the nodes sharing a route")
 	fs.StringVar(&c.APIKey, "api-key", c.APIKey, "bearer `key` of the /v1 HTTP API; at least 16 bytes beyond loopback")
@@ -268,6 +340,13 @@ func newFlagSet(c *Config) (*flag.FlagSet, *bizList) {
 	fs.IntVar(&c.MaxPending, "max-pending", c.MaxPending, "`bytes` of unsent output per connection before KICK(SLOW_CONSUMER); at least -max-frame")
 	fs.Float64Var(&c.Rate, "rate", c.Rate, "upstream requests per second per connection; 0 means unlimited")
 	fs.IntVar(&c.RateBurst, "rate-burst", c.RateBurst, "requests a connection may send at once above -rate; 0 means max(1, 2 x -rate)")
+	fs.Float64Var(&c.FrameRate, "frame-rate", c.FrameRate, "`frames` per second a connection may send, every op and WebSocket control frames; past it OVERLOADED, a burst further KICK(OVERLOADED); 0 means unlimited")
+	fs.IntVar(&c.FrameBurst, "frame-burst", c.FrameBurst, "frames a connection may send at once; 0 means -frame-rate")
+	fs.IntVar(&c.MaxInput, "max-input", c.MaxInput, "`bytes` of a connection's unprocessed input before the node stops reading it (TCP back-pressure); 4096..67108864")
+	fs.DurationVar(&c.TLSHandshake, "tls-handshake-timeout", c.TLSHandshake, "time a TLS handshake may take from its first byte")
+	fs.IntVar(&c.MaxUnauthIP, "max-unauth-per-ip", c.MaxUnauthIP, "connections per source address still in the TLS handshake or login phase (IPv6: per /64); 0 means no cap")
+	fs.IntVar(&c.MaxConnsIP, "max-conns-per-ip", c.MaxConnsIP, "connections per source address (IPv6: per /64); 0 means no cap (behind a load balancer, only with client addresses preserved)")
+	fs.Float64Var(&c.ConnRateIP, "connect-rate-per-ip", c.ConnRateIP, "new connections per second per source address (IPv6: per /64), as many at once; 0 means unlimited")
 	fs.IntVar(&c.RecoverSize, "recover-size", c.RecoverSize, "pushes kept per device for resume; 1..65536")
 	fs.DurationVar(&c.RecoverTTL, "recover-ttl", c.RecoverTTL, "how long a device's pushes are kept after it disconnects")
 	fs.StringVar(&c.EventsURL, "events-url", c.EventsURL, "http(s) `URL` receiving connect and disconnect events; empty disables them")
@@ -341,6 +420,7 @@ func (c *Config) Validate() error {
 	if c.TLSListen != "" && (c.TLSCert == "" || c.TLSKey == "") {
 		bad("-tls-listen needs -tls-cert and -tls-key")
 	}
+	validateOrigins(c.WSOrigins, bad)
 	if c.Advertise != "" {
 		if _, _, err := net.SplitHostPort(c.Advertise); err == nil || hasSpaceOrControl(c.Advertise) {
 			bad("-advertise %q: want a host name or IP address without a port", c.Advertise)
@@ -400,6 +480,27 @@ func (c *Config) Validate() error {
 	if c.RateBurst < 0 || (c.Rate > 0 && c.RateBurst < 1) {
 		bad("-rate-burst %d: want at least 1", c.RateBurst)
 	}
+	if !(c.FrameRate >= 0 && c.FrameRate <= MaxFrameRate) {
+		bad("-frame-rate %v: want 0 (unlimited) to %v frames per second", c.FrameRate, float64(MaxFrameRate))
+	}
+	if c.FrameBurst < 0 {
+		bad("-frame-burst %d: want 0 (the -frame-rate) or more", c.FrameBurst)
+	}
+	if c.MaxInput < MinMaxInput || c.MaxInput > MaxMaxInput {
+		bad("-max-input %d: want %d..%d bytes", c.MaxInput, MinMaxInput, MaxMaxInput)
+	}
+	if c.TLSHandshake <= 0 {
+		bad("-tls-handshake-timeout %v: want more than 0", c.TLSHandshake)
+	}
+	if c.MaxUnauthIP < 0 {
+		bad("-max-unauth-per-ip %d: want 0 (no cap) or more", c.MaxUnauthIP)
+	}
+	if c.MaxConnsIP < 0 {
+		bad("-max-conns-per-ip %d: want 0 (no cap) or more", c.MaxConnsIP)
+	}
+	if !(c.ConnRateIP >= 0 && c.ConnRateIP <= MaxFrameRate) {
+		bad("-connect-rate-per-ip %v: want 0 (unlimited) to %v per second", c.ConnRateIP, float64(MaxFrameRate))
+	}
 	if c.RecoverSize < 1 || c.RecoverSize > MaxRecoverSize {
 		bad("-recover-size %d: want 1..%d", c.RecoverSize, MaxRecoverSize)
 	}
@@ -424,6 +525,25 @@ func (c *Config) Validate() error {
 	}
 	if c.NodeTTL < MinNodeTTL || c.NodeTTL > MaxNodeTTL {
 		bad("-node-ttl %v: want %v..%v", c.NodeTTL, MinNodeTTL, MaxNodeTTL)
+	}
+	apiTimeouts := []struct {
+		flag string
+		d    time.Duration
+	}{
+		{"api-read-timeout", c.APIReadTimeout}, {"api-write-timeout", c.APIWriteTimeout}, {"api-idle-timeout", c.APIIdleTimeout},
+	}
+	for _, p := range apiTimeouts {
+		if p.d <= 0 {
+			bad("-%s %v: want a positive duration", p.flag, p.d)
+		}
+	}
+	if c.APIMaxConns < 1 {
+		bad("-api-max-conns %d: want at least 1", c.APIMaxConns)
+	}
+	switch c.Pprof {
+	case PprofOff, PprofKey, PprofOpen:
+	default:
+		bad("-pprof %q: want %s, %s or %s", c.Pprof, PprofOff, PprofKey, PprofOpen)
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

@@ -34,6 +34,9 @@ func TestDefault(t *testing.T) {
 		Rate: 100, RateBurst: 200, RecoverSize: 64, RecoverTTL: 2 * time.Minute,
 		LogLevel: "info", ProfilePath: ".", DrainTimeout: 10 * time.Second, ReadBuffer: 1024,
 		RedisPrefix: "longlink:", NodeTTL: 15 * time.Second,
+		APIReadTimeout: 30 * time.Second, APIWriteTimeout: time.Minute, APIIdleTimeout: 2 * time.Minute,
+		APIMaxConns: 1024, Pprof: "off", MetricsKey: false,
+		FrameRate: 1000, MaxInput: 65536, TLSHandshake: 5 * time.Second, MaxUnauthIP: 1024,
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Default() =\n%+v\nwant\n%+v", c, want)
@@ -69,10 +72,17 @@ var flagCases = []struct {
 }{
 	{"listen", "127.0.0.2:8000", nil, func(c *Config) any { return c.Listen }, "127.0.0.2:8000"},
 	{"ws-listen", "[::1]:8001", nil, func(c *Config) any { return c.WSListen }, "[::1]:8001"},
+	{"ws-origins", "https://app.example.com, http://localhost:8080", nil, func(c *Config) any { return c.WSOrigins }, []string{"https://app.example.com", "http://localhost:8080"}},
 	{"tls-listen", "127.0.0.1:8443", map[string]string{"tls-cert": "c.pem", "tls-key": "k.pem"}, func(c *Config) any { return c.TLSListen }, "127.0.0.1:8443"},
 	{"tls-cert", "/etc/longlink/cert.pem", nil, func(c *Config) any { return c.TLSCert }, "/etc/longlink/cert.pem"},
 	{"tls-key", "/etc/longlink/key.pem", nil, func(c *Config) any { return c.TLSKey }, "/etc/longlink/key.pem"},
 	{"api-listen", "localhost:9090", nil, func(c *Config) any { return c.APIListen }, "localhost:9090"},
+	{"api-read-timeout", "5s", nil, func(c *Config) any { return c.APIReadTimeout }, 5 * time.Second},
+	{"api-write-timeout", "2m", nil, func(c *Config) any { return c.APIWriteTimeout }, 2 * time.Minute},
+	{"api-idle-timeout", "45s", nil, func(c *Config) any { return c.APIIdleTimeout }, 45 * time.Second},
+	{"api-max-conns", "50", nil, func(c *Config) any { return c.APIMaxConns }, 50},
+	{"pprof", "key", nil, func(c *Config) any { return c.Pprof }, "key"},
+	{"metrics-key", "true", nil, func(c *Config) any { return c.MetricsKey }, true},
 	{"advertise", "gw1.example.com", nil, func(c *Config) any { return c.Advertise }, "gw1.example.com"},
 	{"node", "node-7", nil, func(c *Config) any { return c.Node }, "node-7"},
 	{"api-key", realKey, nil, func(c *Config) any { return c.APIKey }, realKey},
@@ -90,6 +100,13 @@ var flagCases = []struct {
 	{"max-pending", "70000", nil, func(c *Config) any { return c.MaxPending }, 70000},
 	{"rate", "2.5", nil, func(c *Config) any { return c.Rate }, 2.5},
 	{"rate-burst", "7", nil, func(c *Config) any { return c.RateBurst }, 7},
+	{"frame-rate", "50", nil, func(c *Config) any { return c.FrameRate }, 50.0},
+	{"frame-burst", "80", nil, func(c *Config) any { return c.FrameBurst }, 80},
+	{"max-input", "8192", nil, func(c *Config) any { return c.MaxInput }, 8192},
+	{"tls-handshake-timeout", "2s", nil, func(c *Config) any { return c.TLSHandshake }, 2 * time.Second},
+	{"max-unauth-per-ip", "16", nil, func(c *Config) any { return c.MaxUnauthIP }, 16},
+	{"max-conns-per-ip", "100", nil, func(c *Config) any { return c.MaxConnsIP }, 100},
+	{"connect-rate-per-ip", "5", nil, func(c *Config) any { return c.ConnRateIP }, 5.0},
 	{"recover-size", "10", nil, func(c *Config) any { return c.RecoverSize }, 10},
 	{"recover-ttl", "30s", nil, func(c *Config) any { return c.RecoverTTL }, 30 * time.Second},
 	{"events-url", "https://biz.example/events", nil, func(c *Config) any { return c.EventsURL }, "https://biz.example/events"},
@@ -405,8 +422,17 @@ func TestValidate(t *testing.T) {
 		{"port out of range", func(c *Config) { c.APIListen = "127.0.0.1:65536" }, `port "65536"`},
 		{"tls without cert", func(c *Config) { c.TLSListen = "127.0.0.1:7443"; c.TLSKey = "k.pem" }, "-tls-listen needs -tls-cert and -tls-key"},
 		{"advertise with port", func(c *Config) { c.Advertise = "gw.example.com:7000" }, "-advertise"},
+		{"ws origin with a path", func(c *Config) { c.WSOrigins = []string{"https://app.example.com/"} }, `-ws-origins "https://app.example.com/": want scheme://host[:port], without a path`},
+		{"ws origin null", func(c *Config) { c.WSOrigins = []string{"null"} }, `-ws-origins "null": want scheme://host[:port]`},
 		{"advertise with space", func(c *Config) { c.Advertise = "gw example" }, "-advertise"},
 		{"empty node", func(c *Config) { c.Node = "" }, "-node"},
+		{"negative frame rate", func(c *Config) { c.FrameRate = -1 }, "-frame-rate -1"},
+		{"negative frame burst", func(c *Config) { c.FrameBurst = -1 }, "-frame-burst -1"},
+		{"tiny max input", func(c *Config) { c.MaxInput = 100 }, "-max-input 100: want 4096..67108864 bytes"},
+		{"zero tls handshake", func(c *Config) { c.TLSHandshake = 0 }, "-tls-handshake-timeout 0s"},
+		{"negative unauth cap", func(c *Config) { c.MaxUnauthIP = -1 }, "-max-unauth-per-ip -1"},
+		{"negative conns cap", func(c *Config) { c.MaxConnsIP = -2 }, "-max-conns-per-ip -2"},
+		{"negative connect rate", func(c *Config) { c.ConnRateIP = -3 }, "-connect-rate-per-ip -3"},
 		{"node with space", func(c *Config) { c.Node = "a b" }, "-node"},
 		{"long node", func(c *Config) { c.Node = strings.Repeat("n", MaxNodeLen+1) }, "-node"},
 		{"empty api key", func(c *Config) { c.APIKey = "" }, "-api-key is empty"},
@@ -450,6 +476,13 @@ func TestValidate(t *testing.T) {
 		{"long redis prefix", func(c *Config) { c.RedisPrefix = strings.Repeat("p", MaxRedisPrefix+1) }, "-redis-prefix"},
 		{"short node ttl", func(c *Config) { c.NodeTTL = MinNodeTTL - time.Millisecond }, "-node-ttl 999ms"},
 		{"long node ttl", func(c *Config) { c.NodeTTL = MaxNodeTTL + time.Second }, "-node-ttl 31s"},
+		{"zero api read timeout", func(c *Config) { c.APIReadTimeout = 0 }, "-api-read-timeout 0s: want a positive duration"},
+		{"negative api write timeout", func(c *Config) { c.APIWriteTimeout = -time.Second }, "-api-write-timeout -1s: want a positive duration"},
+		{"zero api idle timeout", func(c *Config) { c.APIIdleTimeout = 0 }, "-api-idle-timeout 0s: want a positive duration"},
+		{"zero api max conns", func(c *Config) { c.APIMaxConns = 0 }, "-api-max-conns 0: want at least 1"},
+		{"negative api max conns", func(c *Config) { c.APIMaxConns = -1 }, "-api-max-conns -1"},
+		{"pprof mode", func(c *Config) { c.Pprof = "on" }, `-pprof "on": want off, key or open`},
+		{"empty pprof mode", func(c *Config) { c.Pprof = "" }, `-pprof ""`},
 		{"log level", func(c *Config) { c.LogLevel = "loud" }, "-log-level"},
 		{"profile", func(c *Config) { c.Profile = "heap" }, "-profile \"heap\""},
 		{"profile without path", func(c *Config) { c.Profile = "cpu"; c.ProfilePath = "" }, "-profile-path is empty"},
@@ -490,6 +523,46 @@ func TestValidate(t *testing.T) {
 	}
 }
 
+func TestAPIReadHeaderTimeout(t *testing.T) {
+	for read, want := range map[time.Duration]time.Duration{
+		DefaultAPIReadTimeout: MaxAPIHeaderTimeout,
+		MaxAPIHeaderTimeout:   MaxAPIHeaderTimeout,
+		2 * time.Second:       2 * time.Second,
+		time.Millisecond:      time.Millisecond,
+	} {
+		c := Default()
+		c.APIReadTimeout = read
+		if got := c.APIReadHeaderTimeout(); got != want {
+			t.Errorf("-api-read-timeout %v: APIReadHeaderTimeout() = %v, want %v", read, got, want)
+		}
+	}
+}
+
+func TestPprofAndMetricsKeyForms(t *testing.T) {
+	for _, mode := range []string{PprofOff, PprofKey, PprofOpen} {
+		c, err := Parse([]string{"-pprof", mode}, nil)
+		if err != nil || c.Pprof != mode {
+			t.Errorf("-pprof %s: Pprof = %q, err %v", mode, c.Pprof, err)
+		}
+	}
+	// A bool flag: bare on the command line, any strconv.ParseBool form in
+	// the environment.
+	c, err := Parse([]string{"-metrics-key"}, nil)
+	if err != nil || !c.MetricsKey {
+		t.Errorf("-metrics-key: MetricsKey = %v, err %v", c.MetricsKey, err)
+	}
+	c, err = Parse([]string{"-metrics-key=false"}, envOf(map[string]string{"LONGLINK_METRICS_KEY": "1"}))
+	if err != nil || c.MetricsKey {
+		t.Errorf("-metrics-key=false over LONGLINK_METRICS_KEY=1: MetricsKey = %v, err %v", c.MetricsKey, err)
+	}
+	if _, err := Parse(nil, envOf(map[string]string{"LONGLINK_METRICS_KEY": "maybe"})); err == nil || !strings.Contains(err.Error(), "LONGLINK_METRICS_KEY") {
+		t.Errorf("LONGLINK_METRICS_KEY=maybe: err = %v, want it refused by name", err)
+	}
+	if _, err := Parse([]string{"-pprof", "yes"}, nil); err == nil || !strings.Contains(err.Error(), `-pprof "yes"`) {
+		t.Errorf("-pprof yes: err = %v", err)
+	}
+}
+
 func TestBadDurations(t *testing.T) {
 	tests := []struct {
 		args []string
@@ -503,6 +576,9 @@ func TestBadDurations(t *testing.T) {
 		{[]string{"-recover-ttl", "0"}, "-recover-ttl 0s"},
 		{[]string{"-drain-timeout", "1y"}, "invalid value"},
 		{[]string{"-idle-timeout", "30s"}, "longer than -hb"},
+		{[]string{"-api-read-timeout", "0s"}, "-api-read-timeout 0s"},
+		{[]string{"-api-write-timeout", "60"}, "invalid value \"60\" for flag -api-write-timeout"},
+		{[]string{"-api-idle-timeout", "-2m"}, "-api-idle-timeout -2m0s"},
 	}
 	for _, tt := range tests {
 		_, err := Parse(tt.args, nil)
@@ -550,6 +626,10 @@ func TestUsage(t *testing.T) {
 		`(LONGLINK_API_KEY; default "` + DevAPIKey + `")`,
 		"(LONGLINK_TLS_LISTEN)\n",
 		"(LONGLINK_READ_BUFFER; default 1024)",
+		`(LONGLINK_PPROF; default "off")`,
+		"(LONGLINK_API_WRITE_TIMEOUT; default 1m0s)",
+		"(LONGLINK_API_MAX_CONNS; default 1024)",
+		"-pprof mode\n",
 		"-max-pending bytes\n",
 	} {
 		if !strings.Contains(out, want) {

@@ -61,7 +61,8 @@ type Conn struct {
 	state  atomic.Uint32
 	seen   atomic.Uint32 // wheel tick of the last frame received
 	born   uint32        // wheel tick of accept, for the login timeout
-	kind   Transport     // TCP or WebSocket, fixed at accept
+	kind   Transport     // TCP, WebSocket or TLS, fixed at accept
+	wslot  int32         // the timing wheel slot, -1 when not in the wheel (guarded by the wheel's lock)
 	device string        // the token's sub, set at login
 	app    string        // the token's app claim
 
@@ -72,11 +73,11 @@ type Conn struct {
 
 	groups []string // groups joined here, to leave them at close (guarded by the registry shard of device)
 
-	tokens float32 // rate limit bucket: requests available (reader-owned)
-	refill uint32  // rate limit bucket: millisecond tick of the last refill (reader-owned)
+	tokens float32 // REQUEST rate bucket: requests available (reader-owned)
+	frames float32 // frame rate bucket: frames available, negative when over (reader-owned)
+	refill uint32  // both buckets: millisecond tick of the last refill (reader-owned)
 
 	wnext, wprev *Conn // timing wheel slot list (guarded by the wheel's lock)
-	wslot        int32 // the wheel slot, -1 when not in the wheel
 }
 
 // ext is the state only some transports need, kept out of Conn so a TCP
@@ -120,7 +121,25 @@ const (
 	loginBusy   = 1 << 9
 	releaseDue  = 1 << 10
 	wasLoggedIn = 1 << 11
+	// Per-source admission (Options.Admit): the connection is counted for
+	// its source, and still counted as not logged in.
+	admitConn   = 1 << 12
+	admitUnauth = 1 << 13
 )
+
+// takeUnauth clears admitUnauth and reports whether it was set, so that
+// exactly one of the login and the release uncounts the login phase.
+func (c *Conn) takeUnauth() bool {
+	for {
+		w := c.state.Load()
+		if w&admitUnauth == 0 {
+			return false
+		}
+		if c.state.CompareAndSwap(w, w&^admitUnauth) {
+			return true
+		}
+	}
+}
 
 // setState moves c to `to` if that is legal from its current state and
 // reports whether it did; status, when not OK, is recorded as the close
@@ -197,6 +216,11 @@ func (c *Conn) Outbox() *downstream.Outbox { return &c.out }
 // (through the TLS session for a TLS connection).
 func (c *Conn) Write(b []byte) (int, error) {
 	if c.kind == TLS {
+		if c.ext == nil || c.ext.tls == nil {
+			// No handshake yet (a kick before the ClientHello): the
+			// client could not read a frame; drop it.
+			return len(b), nil
+		}
 		return c.ext.tls.write(c, b)
 	}
 	return c.writeRaw(b)
@@ -309,8 +333,68 @@ func (c *Conn) App() string { return c.app }
 // Backlog implements downstream.Conn: ciphertext a TLS connection still
 // holds for the socket.
 func (c *Conn) Backlog() int {
-	if c.kind == TLS {
+	if c.kind == TLS && c.ext != nil && c.ext.tls != nil {
 		return c.ext.tls.backlog()
 	}
 	return 0
+}
+
+// FrameLen implements downstream.Conn: a protocol frame, behind its
+// WebSocket message header on a WebSocket connection. Raw WebSocket bytes
+// are control frames, except the handshake's answer, which is written
+// first to an empty socket buffer and so is never left half-written.
+func (c *Conn) FrameLen(b []byte) int {
+	if c.kind == WebSocket {
+		return websocket.FrameLen(b)
+	}
+	return codec.FrameSize(b)
+}
+
+// Cut implements downstream.Conn: the group cut c off (a slow consumer).
+func (c *Conn) Cut(status codec.Status) {
+	if c.setState(StateClosing, status) {
+		c.hub.countKick(status)
+	}
+}
+
+// send queues an answer for c; a client that leaves MaxPending bytes of
+// answers unread is cut off as a slow consumer.
+func (c *Conn) send(frame []byte) {
+	if !c.hub.down.Send(c, frame) {
+		c.cutOff()
+	}
+}
+
+// sendRaw is send for transport bytes (WebSocket control frames).
+func (c *Conn) sendRaw(b []byte) {
+	if !c.hub.down.SendRaw(c, b) {
+		c.cutOff()
+	}
+}
+
+// cutOff closes c as a slow consumer: what is queued for it is dropped,
+// the KICK follows once the socket takes it.
+func (c *Conn) cutOff() {
+	if !c.setState(StateClosing, codec.StatusSlowConsumer) {
+		return
+	}
+	c.hub.countKick(codec.StatusSlowConsumer)
+	c.hub.down.Cut(c, codec.StatusSlowConsumer, "outbound queue overflowed")
+}
+
+// setInputLimit bounds the input the reactor buffers for c (netpoll's
+// input limit, patched in; see third_party/netpoll/PATCH.md).
+func (c *Conn) setInputLimit(n int) {
+	if l, ok := c.nc.(netpoll.InputLimiter); ok {
+		l.SetInputLimit(n)
+	}
+}
+
+// maxFrame is the largest frame c may send now: at most MaxLoginFrame
+// until it has logged in.
+func (c *Conn) maxFrame() int {
+	if c.State() == StateAccepted {
+		return min(codec.MaxLoginFrame, c.hub.opts.MaxFrame)
+	}
+	return c.hub.opts.MaxFrame
 }

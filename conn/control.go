@@ -74,6 +74,8 @@ type Counters struct {
 	FramesIn, BytesIn, Acks, Recovered, Requests uint64
 	TLSHandshakeFailures                         uint64
 	RateLimited                                  uint64 // REQUESTs answered OVERLOADED by -rate
+	RefusedSource                                uint64 // connections refused by a per-source limit (part of Refused)
+	Throttled                                    uint64 // frames over the frame rate
 	Kicks                                        [codec.NumStatus]uint64
 }
 
@@ -86,6 +88,7 @@ func (h *Hub) Counters() (s Counters) {
 	s.Acks, s.Recovered, s.Requests = h.acks.Load(), h.recovered.Load(), h.requests.Load()
 	s.TLSHandshakeFailures = h.tlsFailures.Load()
 	s.RateLimited = h.rateLimited.Load()
+	s.RefusedSource, s.Throttled = h.refusedSource.Load(), h.throttled.Load()
 	for i := range s.Kicks {
 		s.Kicks[i] = h.kicks[i].Load()
 	}

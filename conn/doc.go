@@ -24,11 +24,31 @@
 // downstream task group, and every timeout (login, idle) on one timing
 // wheel for the whole node.
 //
+// # What a client can make the node hold
+//
+// Every byte a client can make the node keep is bounded per connection,
+// so a flood costs the flooder (docs/reliability.md, "Hostile clients"):
+//
+//   - Input: the reactor stops reading a connection whose unprocessed
+//     input reaches Options.MaxInput (MaxLoginInput before login), and
+//     TCP flow control slows the sender. A frame split across reads is
+//     kept aside, at most one frame.
+//   - Frames: before login one frame of at most codec.MaxLoginFrame; after
+//     it Options.MaxFrame. Every frame, WebSocket control frames included,
+//     takes a token of the frame rate bucket: past it PING gets PONG
+//     OVERLOADED and REQUEST RESPONSE OVERLOADED (PUSH_ACK and WebSocket
+//     pings get nothing), and a further burst over is KICK(OVERLOADED).
+//   - Answers: queued answers count toward the downstream group's
+//     MaxPending like pushes; past it the connection is cut off as a slow
+//     consumer (KICK(SLOW_CONSUMER) once its socket takes it).
+//   - Handshakes: a TLS handshake starts with the ClientHello and lasts at
+//     most Options.HandshakeTimeout; per source address, connections not
+//     logged in are capped (package admit).
+//
 // # Transports
 //
-// The session logic sees frames, never sockets: a transport (TCP here;
-// WebSocket and TLS later) turns socket bytes into frames below it, so a
-// new transport never touches login, routing or dispatch.
+// The session logic sees frames, never sockets: a transport (TCP, TLS,
+// WebSocket) turns socket bytes into frames below it.
 //
 // # Concurrency
 //

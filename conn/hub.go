@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cloudwego/netpoll"
+	"github.com/longlink/longlink/admit"
 	"github.com/longlink/longlink/auth"
 	"github.com/longlink/longlink/codec"
 	"github.com/longlink/longlink/dispatch/downstream"
@@ -16,6 +17,7 @@ import (
 	"github.com/longlink/longlink/reactor"
 	"github.com/longlink/longlink/recovery"
 	"github.com/longlink/longlink/route"
+	"github.com/longlink/longlink/websocket"
 	"github.com/valyala/bytebufferpool"
 )
 
@@ -59,6 +61,24 @@ type Options struct {
 	RecoverSize  int           // pushes kept per device for resume
 	RouteTimeout time.Duration // per route call; zero means 2s
 
+	// FrameRate is the frames per second a connection may send, every op
+	// and WebSocket control frames included, with FrameBurst at once (zero
+	// means max(1, FrameRate)). Past it frames are answered OVERLOADED where
+	// an answer exists, and a connection a further burst over is kicked
+	// with OVERLOADED. Zero means unlimited.
+	FrameRate  float64
+	FrameBurst int
+	// MaxInput is how many bytes of a logged-in connection's input may wait
+	// unprocessed before the reactor stops reading it, so that TCP flow
+	// control slows the sender; zero means DefaultMaxInput. Before login
+	// the bound is MaxLoginInput.
+	MaxInput int
+	// HandshakeTimeout bounds a TLS handshake from its first byte; zero
+	// means LoginTimeout.
+	HandshakeTimeout time.Duration
+	// Admit holds the per-source limits on new connections; nil means none.
+	Admit *admit.Limiter
+
 	Verifier *auth.Verifier
 	Route    route.Route
 	Recovery *recovery.Store
@@ -68,6 +88,10 @@ type Options struct {
 	Cluster  Cluster      // nil: a single node
 	TLS      *tls.Config  // for TLS listeners; nil when there are none
 	Logger   *slog.Logger // nil: slog.Default()
+
+	// Origins are the Origin header values a WebSocket handshake may
+	// carry; others get 403. The zero value allows any.
+	Origins websocket.Origins
 
 	// OnTransition, when set, sees every state change; tests use it to
 	// fail on an illegal one.
@@ -92,10 +116,21 @@ type Hub struct {
 	redirect   atomic.Pointer[string] // sent with KICK(SHUTTING_DOWN)
 
 	conns, loggedIn                                           atomic.Int64
-	accepted, refused, logins, loginFails, tlsFailures        atomic.Uint64
+	accepted, refused, refusedSource, logins, loginFails      atomic.Uint64
+	tlsFailures, throttled                                    atomic.Uint64
 	framesIn, bytesIn, acks, recovered, requests, rateLimited atomic.Uint64
 	kicks                                                     [codec.NumStatus]atomic.Uint64
 }
+
+// DefaultMaxInput is Options.MaxInput's default: room for a frame of the
+// default -max-frame, so a busy client that sends whole frames is never
+// slowed by it.
+const DefaultMaxInput = 64 << 10
+
+// MaxLoginInput bounds a connection's unprocessed input before it has
+// logged in: one LOGIN frame (codec.MaxLoginFrame), so an unauthenticated
+// connection holds kilobytes whatever -max-frame allows after login.
+const MaxLoginInput = codec.MaxLoginFrame
 
 // NewHub returns a hub and starts its timing wheel.
 func NewHub(opts Options) *Hub {
@@ -107,6 +142,15 @@ func NewHub(opts Options) *Hub {
 	}
 	if opts.Burst <= 0 {
 		opts.Burst = max(1, int(opts.Rate))
+	}
+	if opts.FrameBurst <= 0 {
+		opts.FrameBurst = max(1, int(opts.FrameRate))
+	}
+	if opts.MaxInput <= 0 {
+		opts.MaxInput = DefaultMaxInput
+	}
+	if opts.HandshakeTimeout <= 0 {
+		opts.HandshakeTimeout = opts.LoginTimeout
 	}
 	h := &Hub{
 		opts:  opts,
@@ -153,42 +197,57 @@ func (h *Hub) prepare(nc netpoll.Connection, kind Transport) context.Context {
 	if f, ok := nc.(interface{ Fd() int }); ok {
 		fd = f.Fd()
 	}
-	tooMany := h.opts.MaxConns > 0 && h.conns.Load() >= int64(h.opts.MaxConns)
-	if kind == TLS && !tooMany {
-		if tooMany = h.handshakes.Add(1) > MaxHandshakes; tooMany {
-			h.handshakes.Add(-1)
+	status, reason := codec.StatusOK, ""
+	switch {
+	case fd < 0:
+		status = codec.StatusInternal
+	case h.draining.Load():
+		status, reason = codec.StatusShuttingDown, "node is draining"
+	case h.opts.MaxConns > 0 && h.conns.Load() >= int64(h.opts.MaxConns):
+		status, reason = codec.StatusOverloaded, "too many connections"
+	}
+	counted := false
+	if status == codec.StatusOK && h.opts.Admit != nil {
+		if src, ok := admit.SourceOf(nc.RemoteAddr()); ok {
+			if v := h.opts.Admit.Admit(src, time.Now()); v != admit.OK {
+				h.refusedSource.Add(1)
+				status, reason = codec.StatusOverloaded, v.Reason()
+			} else {
+				counted = true
+			}
 		}
 	}
-	if fd < 0 || h.draining.Load() || tooMany {
-		// A WebSocket or TLS client cannot read a KICK yet.
-		if kind != TCP {
-			fd = -1
-		}
-		h.refused.Add(1)
-		status, reason := codec.StatusOverloaded, "too many connections"
-		if h.draining.Load() {
-			status, reason = codec.StatusShuttingDown, "node is draining"
-		}
-		if fd >= 0 {
-			// The socket is new and its buffer empty: one small write
-			// either fits whole or the client never reads anyway.
-			var buf [128]byte
-			_, _ = syscall.Write(fd, h.KickFrame(buf[:0], status, reason))
-			h.countKick(status)
-		}
-		nc.Close()
+	if status != codec.StatusOK {
+		h.refuse(nc, fd, kind, status, reason)
 		return ctx
 	}
 	c := &Conn{id: h.nextID.Add(1), hub: h, nc: nc, fd: int32(fd), kind: kind, wslot: -1}
+	if counted {
+		c.state.Store(uint32(admitUnauth | admitConn))
+	}
 	c.born = h.wheel.now()
 	c.seen.Store(c.born)
+	c.frames = float32(h.opts.FrameBurst)
+	c.refill = h.nowMillis()
+	c.setInputLimit(MaxLoginInput)
 	h.conns.Add(1)
 	_ = nc.AddCloseCallback(func(netpoll.Connection) error { c.closed(); return nil })
 	h.wheel.add(c)
-	if kind == TLS {
-		h.startTLS(c)
-	}
 	return c
+}
+
+// refuse turns away a connection that was never admitted. A TCP client
+// is told why; a WebSocket or TLS client cannot read a KICK yet.
+func (h *Hub) refuse(nc netpoll.Connection, fd int, kind Transport, status codec.Status, reason string) {
+	h.refused.Add(1)
+	if fd >= 0 && kind == TCP && reason != "" {
+		// The socket is new and its buffer empty: one small write
+		// either fits whole or the client never reads anyway.
+		var buf [128]byte
+		_, _ = syscall.Write(fd, h.KickFrame(buf[:0], status, reason))
+		h.countKick(status)
+	}
+	nc.Close()
 }
 
 // data consumes all buffered input, frame by frame, and keeps an
@@ -217,6 +276,9 @@ func (h *Hub) data(ctx context.Context, nc netpoll.Connection) error {
 	var used int
 	switch c.kind {
 	case TLS:
+		if c.ext == nil && !h.startTLS(c) {
+			return r.Release()
+		}
 		c.feedTLS(in)
 		return r.Release()
 	case WebSocket:
@@ -261,6 +323,11 @@ func (h *Hub) countKick(s codec.Status) {
 func (h *Hub) release(c *Conn) {
 	h.wheel.remove(c)
 	h.conns.Add(-1)
+	if w := c.state.Load(); w&admitConn != 0 {
+		if src, ok := admit.SourceOf(c.nc.RemoteAddr()); ok {
+			h.opts.Admit.Closed(src, !c.takeUnauth())
+		}
+	}
 	if c.partial != nil {
 		bytebufferpool.Put(c.partial)
 		c.partial = nil
@@ -343,7 +410,7 @@ func (h *Hub) Respond(req *upstream.Request, res upstream.Result) {
 func (h *Hub) respond(c *Conn, biz uint16, seq uint32, status codec.Status, meta, body []byte) {
 	buf := bytebufferpool.Get()
 	buf.B = codec.AppendFrame(buf.B, codec.Header{Op: codec.OpResponse, Biz: biz, Seq: seq, Status: status}, meta, body)
-	h.down.Send(c, buf.B)
+	c.send(buf.B)
 	bytebufferpool.Put(buf)
 }
 

@@ -112,7 +112,7 @@ func TestCloseDuringLogin(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			c.handle(&f) // as the TLS handshake goroutine does
+			c.handle(&f, false) // as the TLS handshake goroutine does
 			<-nc.closed
 
 			if got := ev.get(); !slices.Equal(got, tc.events) {

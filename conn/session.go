@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/longlink/longlink/admit"
 	"github.com/longlink/longlink/codec"
 	"github.com/longlink/longlink/dispatch/upstream"
 	"github.com/longlink/longlink/recovery"
@@ -19,7 +20,7 @@ func (c *Conn) feed(in []byte) int {
 	h := c.hub
 	used := 0
 	for used < len(in) {
-		f, n, err := codec.Decode(in[used:], h.opts.MaxFrame)
+		f, n, err := codec.Decode(in[used:], c.maxFrame())
 		if err != nil {
 			e := err.(*codec.Error)
 			c.kick(e.Status, e.Reason)
@@ -30,7 +31,12 @@ func (c *Conn) feed(in []byte) int {
 		}
 		used += n
 		h.framesIn.Add(1)
-		c.handle(&f)
+		m := c.meter()
+		if m == frameKick {
+			c.kick(codec.StatusOverloaded, "frame rate exceeded")
+			return len(in)
+		}
+		c.handle(&f, m == frameOver)
 		if c.State() >= StateClosing {
 			return len(in)
 		}
@@ -38,8 +44,46 @@ func (c *Conn) feed(in []byte) int {
 	return used
 }
 
-// handle applies one frame to the session.
-func (c *Conn) handle(f *codec.Frame) {
+// What meter makes of a frame.
+const (
+	frameServed = iota // within the frame rate
+	frameOver          // over it: answered OVERLOADED where an answer exists
+	frameKick          // a further burst over: the connection is kicked
+)
+
+// meter refills c's rate buckets and takes one frame from its frame
+// bucket. The frame bucket may go a burst below zero: the frames sent
+// meanwhile are refused, and past that the client is not slowing down.
+func (c *Conn) meter() int {
+	h := c.hub
+	if h.opts.FrameRate <= 0 && h.opts.Rate <= 0 {
+		return frameServed
+	}
+	now := h.nowMillis()
+	elapsed := float32(now - c.refill)
+	c.refill = now
+	if h.opts.Rate > 0 {
+		c.tokens = min(float32(h.opts.Burst), c.tokens+elapsed*float32(h.opts.Rate)/1000)
+	}
+	if h.opts.FrameRate <= 0 {
+		return frameServed
+	}
+	burst := float32(h.opts.FrameBurst)
+	c.frames = min(burst, c.frames+elapsed*float32(h.opts.FrameRate)/1000) - 1
+	switch {
+	case c.frames >= 0:
+		return frameServed
+	case c.frames >= -burst:
+		h.throttled.Add(1)
+		return frameOver
+	}
+	h.throttled.Add(1)
+	return frameKick
+}
+
+// handle applies one frame to the session; over says the frame came
+// over the frame rate.
+func (c *Conn) handle(f *codec.Frame, over bool) {
 	if c.State() == StateAccepted {
 		if f.Op != codec.OpLogin {
 			c.kick(codec.StatusNotLoggedIn, "LOGIN must be the first frame")
@@ -50,12 +94,24 @@ func (c *Conn) handle(f *codec.Frame) {
 	}
 	switch f.Op {
 	case codec.OpPing:
+		pong := codec.Header{Op: codec.OpPong, Seq: f.Seq}
+		if over {
+			pong.Status = codec.StatusOverloaded
+		}
 		var b [codec.HeaderSize]byte
-		codec.PutHeader(b[:], &codec.Header{Op: codec.OpPong, Seq: f.Seq})
-		c.hub.down.Send(c, b[:])
+		codec.PutHeader(b[:], &pong)
+		c.send(b[:])
 	case codec.OpRequest:
+		if over {
+			c.hub.requests.Add(1)
+			c.hub.respond(c, f.Biz, f.Seq, codec.StatusOverloaded, nil, nil)
+			return
+		}
 		c.request(f)
 	case codec.OpPushAck:
+		if over {
+			return // not applied: a later, cumulative ack covers it
+		}
 		c.hub.acks.Add(1)
 		if e := c.rec.Load(); e != nil {
 			e.Ack(f.Seq)
@@ -139,9 +195,14 @@ func (c *Conn) login(f *codec.Frame) {
 		return // kicked meanwhile: the release undoes the bind
 	}
 	c.state.Or(wasLoggedIn)
+	if c.takeUnauth() {
+		if src, ok := admit.SourceOf(c.nc.RemoteAddr()); ok {
+			h.opts.Admit.LoggedIn(src)
+		}
+	}
+	c.setInputLimit(h.opts.MaxInput)
 	h.wheel.reschedule(c)
 	c.tokens = float32(h.opts.Burst)
-	c.refill = h.nowMillis()
 	h.logins.Add(1)
 	var prev *Conn
 	c.welcome(f.Seq, rec, resume, resuming, func() {
@@ -222,7 +283,7 @@ func (c *Conn) refuse(seq uint32, status codec.Status, reason string) {
 	b, start := codec.BeginFrame(buf.B[:0])
 	b = codec.AppendMetaString(b, "reason", reason)
 	codec.EndFrame(b, start, codec.Header{Op: codec.OpLoginAck, Seq: seq, Status: status}, len(b)-start-codec.HeaderSize)
-	h.down.Send(c, b)
+	h.down.Send(c, b) // the connection's first answer: within any bound
 	h.down.CloseAfterFlush(c, status)
 	buf.B = b
 	bytebufferpool.Put(buf)
@@ -250,17 +311,11 @@ func (c *Conn) request(f *codec.Frame) {
 	}
 }
 
-// allow takes one token from the connection's rate bucket.
+// allow takes one token from the connection's REQUEST bucket, which
+// meter refilled for this frame.
 func (c *Conn) allow() bool {
-	h := c.hub
-	if h.opts.Rate <= 0 {
+	if c.hub.opts.Rate <= 0 {
 		return true
-	}
-	now := h.nowMillis()
-	c.tokens += float32(now-c.refill) * float32(h.opts.Rate) / 1000
-	c.refill = now
-	if burst := float32(h.opts.Burst); c.tokens > burst {
-		c.tokens = burst
 	}
 	if c.tokens < 1 {
 		return false

@@ -19,10 +19,14 @@ import (
 // TLS connection runs crypto/tls over an in-memory transport (tlsConn)
 // that the reactor feeds:
 //
-//   - The handshake runs on a goroutine of its own that waits for
-//     ciphertext as it arrives. It lasts at most the login timeout, and at
-//     most MaxHandshakes run at once (more connections are refused), so a
-//     crowd of slow handshakes costs bounded goroutines.
+//   - The handshake starts with the first ciphertext (the ClientHello),
+//     so a socket that sends nothing holds no handshake and is closed by
+//     the login timeout. It runs on a goroutine of its own that waits for
+//     ciphertext as it arrives, lasts at most the handshake timeout, and at
+//     most MaxHandshakes run at once (more are refused), so a crowd of slow
+//     handshakes costs bounded goroutines; the per-source cap on
+//     connections not logged in (package admit) keeps one address from
+//     taking them all.
 //   - After the handshake, reading never blocks: when the buffered
 //     ciphertext runs out, the transport answers with a timeout error,
 //     which crypto/tls does not treat as fatal, so the session stays usable
@@ -36,10 +40,12 @@ import (
 // MaxHandshakes bounds the TLS handshakes in progress on one node.
 const MaxHandshakes = 4096
 
-// maxCipherIn bounds the ciphertext buffered for one connection: a whole
-// TLS record is at most 16 KiB plus overhead, so more than this unread
-// means the peer is flooding a handshake.
-const maxCipherIn = 64 << 10
+// maxCipherIn bounds the ciphertext buffered for one connection during
+// its handshake: a whole TLS record is at most 16 KiB plus overhead, so
+// more than this unread means the peer is flooding a handshake. After the
+// handshake what arrives is decrypted at once, in chunks the reactor's
+// input limit bounds.
+const maxCipherIn = 32 << 10
 
 // wouldBlock is the transport's answer when no ciphertext is buffered.
 type wouldBlock struct{}
@@ -71,18 +77,26 @@ type tlsConn struct {
 
 var _ net.Conn = (*tlsConn)(nil)
 
-// startTLS begins the handshake of a newly accepted TLS connection.
-func (h *Hub) startTLS(c *Conn) {
+// startTLS begins the handshake of a TLS connection whose first bytes
+// arrived, or closes it and reports false when MaxHandshakes are running.
+func (h *Hub) startTLS(c *Conn) bool {
+	if h.handshakes.Add(1) > MaxHandshakes {
+		h.handshakes.Add(-1)
+		h.refused.Add(1)
+		c.nc.Close()
+		return false
+	}
 	t := &tlsConn{c: c, handshaking: true}
 	t.cond = sync.NewCond(&t.mu)
 	t.tc = tls.Server(t, h.opts.TLS)
 	c.ext = &ext{tls: t}
 	go t.handshake(h)
+	return true
 }
 
 func (t *tlsConn) handshake(h *Hub) {
 	defer h.handshakes.Add(-1)
-	ctx, cancel := context.WithTimeout(context.Background(), h.opts.LoginTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), h.opts.HandshakeTimeout)
 	defer cancel()
 	err := t.tc.HandshakeContext(ctx)
 	t.mu.Lock()
@@ -102,7 +116,7 @@ func (t *tlsConn) handshake(h *Hub) {
 func (c *Conn) feedTLS(in []byte) {
 	t := c.ext.tls
 	t.mu.Lock()
-	if len(t.in)+len(in) > maxCipherIn {
+	if t.handshaking && len(t.in)+len(in) > maxCipherIn {
 		t.mu.Unlock()
 		c.hub.log.Debug("tls flood", "conn", c.id, "err", errCipherFlood)
 		c.nc.Close()
@@ -255,7 +269,7 @@ func (t *tlsConn) Write(p []byte) (int, error) {
 	if !handshaking {
 		return len(p), nil
 	}
-	deadline := time.Now().Add(t.c.hub.opts.LoginTimeout)
+	deadline := time.Now().Add(t.c.hub.opts.HandshakeTimeout)
 	for t.backlog() > 0 {
 		if err := t.flush(); err != nil {
 			return 0, err

@@ -22,6 +22,10 @@ func (c *Conn) feedWS(in []byte) int {
 		if n == 0 {
 			return 0
 		}
+		if !h.opts.Origins.Allow(hs.Origin) {
+			c.rejectHandshake(websocket.ErrOrigin)
+			return len(in)
+		}
 		buf := bytebufferpool.Get()
 		buf.B = websocket.AppendAccept(buf.B[:0], hs)
 		c.state.Or(wsUpgraded)
@@ -30,7 +34,7 @@ func (c *Conn) feedWS(in []byte) int {
 		used = n
 	}
 	for used < len(in) {
-		wh, n, err := websocket.ParseHeader(in[used:], h.opts.MaxFrame)
+		wh, n, err := websocket.ParseHeader(in[used:], c.maxFrame())
 		if err != nil {
 			if err == websocket.ErrTooBig {
 				c.kick(codec.StatusFrameTooLarge, "message exceeds the maximum frame size")
@@ -45,7 +49,14 @@ func (c *Conn) feedWS(in []byte) int {
 		payload := in[used+n : used+n+wh.Len]
 		websocket.Unmask(payload, wh.Mask)
 		used += n + wh.Len
-		c.wsMessage(&wh, payload)
+		// Every WebSocket frame counts toward the frame rate, control
+		// frames included: a ping costs the node a pong.
+		m := c.meter()
+		if m == frameKick {
+			c.kick(codec.StatusOverloaded, "frame rate exceeded")
+			return len(in)
+		}
+		c.wsMessage(&wh, payload, m == frameOver)
 		if c.State() >= StateClosing {
 			return len(in)
 		}
@@ -53,8 +64,9 @@ func (c *Conn) feedWS(in []byte) int {
 	return used
 }
 
-// wsMessage handles one WebSocket frame's payload.
-func (c *Conn) wsMessage(wh *websocket.Header, payload []byte) {
+// wsMessage handles one WebSocket frame's payload; over says it came
+// over the frame rate.
+func (c *Conn) wsMessage(wh *websocket.Header, payload []byte, over bool) {
 	h := c.hub
 	switch wh.Op {
 	case websocket.OpBinary:
@@ -63,7 +75,7 @@ func (c *Conn) wsMessage(wh *websocket.Header, payload []byte) {
 			return
 		}
 		if wh.Fin {
-			c.deliverWS(payload)
+			c.deliverWS(payload, over)
 			return
 		}
 		if c.ext == nil {
@@ -77,26 +89,31 @@ func (c *Conn) wsMessage(wh *websocket.Header, payload []byte) {
 			return
 		}
 		frag := c.ext.frag
-		if len(frag.B)+len(payload) > h.opts.MaxFrame {
+		if len(frag.B)+len(payload) > c.maxFrame() {
 			c.kick(codec.StatusFrameTooLarge, "message exceeds the maximum frame size")
 			return
 		}
 		frag.B = append(frag.B, payload...)
 		if wh.Fin {
-			c.deliverWS(frag.B)
+			c.deliverWS(frag.B, over)
 			bytebufferpool.Put(frag)
 			c.ext.frag = nil
 		}
 	case websocket.OpText:
 		c.kick(codec.StatusBadFrame, "text messages are not part of the protocol")
 	case websocket.OpPing:
+		if over {
+			return // no pong past the frame rate
+		}
 		var b [2 + 125]byte
-		h.down.SendRaw(c, append(websocket.AppendHeader(b[:0], websocket.OpPong, len(payload)), payload...))
+		c.sendRaw(append(websocket.AppendHeader(b[:0], websocket.OpPong, len(payload)), payload...))
 	case websocket.OpPong:
 	case websocket.OpClose:
 		// The client closes: answer its close and end, no KICK needed.
 		code, err := websocket.CloseCode(payload)
 		switch {
+		case err == websocket.ErrCloseReason:
+			code = websocket.CloseInvalidData
 		case err != nil:
 			code = websocket.CloseProtocol
 		case code == 1005:
@@ -112,8 +129,8 @@ func (c *Conn) wsMessage(wh *websocket.Header, payload []byte) {
 }
 
 // deliverWS handles one whole message: exactly one protocol frame.
-func (c *Conn) deliverWS(msg []byte) {
-	f, n, err := codec.Decode(msg, c.hub.opts.MaxFrame)
+func (c *Conn) deliverWS(msg []byte, over bool) {
+	f, n, err := codec.Decode(msg, c.maxFrame())
 	if err != nil {
 		e := err.(*codec.Error)
 		c.kick(e.Status, e.Reason)
@@ -124,7 +141,7 @@ func (c *Conn) deliverWS(msg []byte) {
 		return
 	}
 	c.hub.framesIn.Add(1)
-	c.handle(&f)
+	c.handle(&f, over)
 }
 
 // rejectHandshake answers a bad opening handshake with an HTTP error and

@@ -109,7 +109,7 @@ func TestReliabilitySlowConsumer(t *testing.T) {
 	sink := httptest.NewServer(evs)
 	defer sink.Close()
 	const maxPending = 65536
-	s := startServer(t, "-max-pending", itoa(maxPending), "-events-url", sink.URL)
+	s := startServer(t, "-max-pending", itoa(maxPending), "-events-url", sink.URL, "-pprof", "open") // liveHeap's GC
 	fast, _ := loggedIn(t, s, "dev-fast", "live")
 
 	const pushes, size = 2000, 16384
@@ -360,8 +360,8 @@ func TestReliabilitySendBuffer(t *testing.T) {
 	}
 }
 
-// liveHeap makes the gateway collect garbage (GET /debug/pprof/heap?gc=1)
-// and returns its heap in use right after.
+// liveHeap makes the gateway collect garbage (GET /debug/pprof/heap?gc=1,
+// so the node needs -pprof open) and returns its heap in use right after.
 func (s *server) liveHeap() int64 {
 	s.t.Helper()
 	resp, err := http.Get(s.API + "/debug/pprof/heap?gc=1")
@@ -370,6 +370,9 @@ func (s *server) liveHeap() int64 {
 	}
 	_, _ = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		s.t.Fatalf("GET /debug/pprof/heap?gc=1: %s (start the node with -pprof open)", resp.Status)
+	}
 	return s.snapshot().HeapInuse
 }
 

@@ -29,6 +29,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/longlink/longlink/admit"
 	"github.com/longlink/longlink/api"
 	"github.com/longlink/longlink/auth"
 	"github.com/longlink/longlink/codec"
@@ -41,6 +42,7 @@ import (
 	"github.com/longlink/longlink/reactor"
 	"github.com/longlink/longlink/recovery"
 	"github.com/longlink/longlink/route"
+	"github.com/longlink/longlink/websocket"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
@@ -129,25 +131,40 @@ func New(cfg config.Config, log *slog.Logger) (*Gateway, error) {
 		}
 		tlsConfig = g.cert.config()
 	}
+	origins, err := websocket.ParseOrigins(cfg.WSOrigins)
+	if err != nil {
+		g.down.Close()
+		return nil, fmt.Errorf("gateway: -ws-origins: %w", err)
+	}
 	hub = conn.NewHub(conn.Options{
-		Node:         cfg.Node,
-		MaxFrame:     cfg.MaxFrame,
-		Heartbeat:    cfg.Heartbeat,
-		IdleTimeout:  cfg.EffectiveIdleTimeout(),
-		LoginTimeout: cfg.LoginTimeout,
-		Rate:         cfg.Rate,
-		Burst:        cfg.RateBurst,
-		MaxConns:     cfg.MaxConns,
-		RecoverSize:  cfg.RecoverSize,
-		Verifier:     auth.NewVerifier(g.secret),
-		Route:        g.route,
-		Recovery:     g.rec,
-		Down:         g.down,
-		Upstream:     g.up,
-		Events:       sink,
-		Cluster:      shared,
-		TLS:          tlsConfig,
-		Logger:       log,
+		Node:             cfg.Node,
+		MaxFrame:         cfg.MaxFrame,
+		Heartbeat:        cfg.Heartbeat,
+		IdleTimeout:      cfg.EffectiveIdleTimeout(),
+		LoginTimeout:     cfg.LoginTimeout,
+		Rate:             cfg.Rate,
+		Burst:            cfg.RateBurst,
+		FrameRate:        cfg.FrameRate,
+		FrameBurst:       cfg.FrameBurst,
+		MaxInput:         cfg.MaxInput,
+		MaxConns:         cfg.MaxConns,
+		HandshakeTimeout: cfg.TLSHandshake,
+		Admit: admit.New(admit.Options{
+			MaxConns:    cfg.MaxConnsIP,
+			MaxUnauth:   cfg.MaxUnauthIP,
+			ConnectRate: cfg.ConnRateIP,
+		}),
+		RecoverSize: cfg.RecoverSize,
+		Verifier:    auth.NewVerifier(g.secret),
+		Route:       g.route,
+		Recovery:    g.rec,
+		Down:        g.down,
+		Upstream:    g.up,
+		Events:      sink,
+		Cluster:     shared,
+		TLS:         tlsConfig,
+		Origins:     origins,
+		Logger:      log,
 	})
 	responder.hub = hub
 	g.hub = hub
@@ -198,18 +215,32 @@ func (g *Gateway) Start() error {
 		g.log.Info("listening", "proto", "tls", "addr", g.tlsL.Addr().String())
 	}
 	if g.cfg.APIListen != "" {
-		if g.apiLn, err = net.Listen("tcp", g.cfg.APIListen); err != nil {
+		var ln net.Listener
+		if ln, err = net.Listen("tcp", g.cfg.APIListen); err != nil {
 			return fmt.Errorf("gateway: api listen %s: %w", g.cfg.APIListen, err)
 		}
+		// Every connection to the API port costs a goroutine, so their
+		// number is capped and each one's life bounded by the timeouts:
+		// a client that sends slowly or not at all is cut off instead of
+		// being held open.
+		g.apiLn = api.LimitListener(ln, g.cfg.APIMaxConns)
 		reg := metrics.NewRegistry(g.Stats)
 		handler := api.New(g, api.Options{
-			APIKey:  g.cfg.APIKey,
-			Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
+			APIKey:     g.cfg.APIKey,
+			Metrics:    promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
+			MetricsKey: g.cfg.MetricsKey,
+			Pprof:      api.PprofMode(g.cfg.Pprof),
 			// A push body carries up to -max-frame bytes, 4/3 larger in
 			// base64, plus its JSON around it.
 			MaxBody: max(api.DefaultMaxBody, int64(g.cfg.MaxFrame)*4/3+64<<10),
 		})
-		g.apiSrv = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+		g.apiSrv = &http.Server{
+			Handler:           handler,
+			ReadHeaderTimeout: g.cfg.APIReadHeaderTimeout(),
+			ReadTimeout:       g.cfg.APIReadTimeout,
+			WriteTimeout:      g.cfg.APIWriteTimeout,
+			IdleTimeout:       g.cfg.APIIdleTimeout,
+		}
 		go func() {
 			if err := g.apiSrv.Serve(g.apiLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				g.log.Error("api server stopped", "err", err)
@@ -326,24 +357,26 @@ func (g *Gateway) Stats() metrics.Snapshot {
 	runtime.ReadMemStats(&ms)
 	rss, cpu := metrics.ReadProcess()
 	s := metrics.Snapshot{
-		Node:        g.cfg.Node,
-		Connections: h.Connections,
-		LoggedIn:    h.LoggedIn,
-		Goroutines:  int64(runtime.NumGoroutine()),
-		HeapInuse:   int64(ms.HeapInuse),
-		RSS:         rss,
-		CPUSeconds:  cpu,
-		Accepted:    h.Accepted,
-		Refused:     h.Refused,
-		RateLimited: h.RateLimited,
-		Logins:      h.Logins,
-		LoginFail:   h.LoginFailures,
-		FramesIn:    h.FramesIn,
-		FramesOut:   d.FramesOut,
-		BytesIn:     h.BytesIn,
-		BytesOut:    d.BytesOut,
-		Writes:      d.Writes,
-		Kicks:       map[string]uint64{},
+		Node:          g.cfg.Node,
+		Connections:   h.Connections,
+		LoggedIn:      h.LoggedIn,
+		Goroutines:    int64(runtime.NumGoroutine()),
+		HeapInuse:     int64(ms.HeapInuse),
+		RSS:           rss,
+		CPUSeconds:    cpu,
+		Accepted:      h.Accepted,
+		Refused:       h.Refused,
+		RefusedSource: h.RefusedSource,
+		Throttled:     h.Throttled,
+		RateLimited:   h.RateLimited,
+		Logins:        h.Logins,
+		LoginFail:     h.LoginFailures,
+		FramesIn:      h.FramesIn,
+		FramesOut:     d.FramesOut,
+		BytesIn:       h.BytesIn,
+		BytesOut:      d.BytesOut,
+		Writes:        d.Writes,
+		Kicks:         map[string]uint64{},
 		Push: metrics.PushStats{
 			Requests:   g.pushRequests.Load(),
 			Deliveries: d.Deliveries,

@@ -8,6 +8,7 @@ import (
 	"github.com/longlink/longlink/api"
 	"github.com/longlink/longlink/cluster"
 	"github.com/longlink/longlink/codec"
+	"github.com/longlink/longlink/conn"
 	"github.com/longlink/longlink/dispatch/downstream"
 	"github.com/longlink/longlink/route"
 )
@@ -62,7 +63,13 @@ func (g *Gateway) Push(ctx context.Context, devices []string, msg api.Message) (
 		seen[d] = struct{}{}
 		if c := g.hub.Lookup(d); c != nil {
 			g.down.Push(c, p)
-			res.Delivered++
+			if c.State() < conn.StateClosing {
+				res.Delivered++
+			} else {
+				// Closing (a slow consumer waiting for its KICK to be
+				// read): the push is handed back for resume.
+				res.Offline = append(res.Offline, d)
+			}
 			continue
 		}
 		if g.cl != nil {

@@ -32,9 +32,25 @@ func (c *certificate) load() error {
 	return nil
 }
 
+// tls12Suites are the cipher suites offered to TLS 1.2 clients: ECDHE
+// key exchange (forward secrecy) with an AEAD cipher only. The CBC suites
+// Go also enables by default are left out: their MAC-then-encrypt
+// construction is what padding-oracle and timing attacks (Lucky13)
+// exploit. A client that offers only those fails its handshake. TLS 1.3
+// suites are all AEAD and are not configurable in crypto/tls; they stay.
+var tls12Suites = []uint16{
+	tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+}
+
 func (c *certificate) config() *tls.Config {
 	return &tls.Config{
-		MinVersion: tls.VersionTLS12,
+		MinVersion:   tls.VersionTLS12,
+		CipherSuites: tls12Suites,
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 			return c.cur.Load(), nil
 		},

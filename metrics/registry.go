@@ -30,7 +30,9 @@ var (
 	descConnections    = desc("connections", "Open connections, logged in or not.")
 	descLoggedIn       = desc("logged_in", "Connections past LOGIN.")
 	descAccepted       = desc("accepted_total", "Connections accepted.")
-	descRefused        = desc("refused_total", "Connections refused at accept: at the connection limit, draining, or too many TLS handshakes.")
+	descRefused        = desc("refused_total", "Connections refused at accept: at the connection limit, draining, per-source limits, or too many TLS handshakes.")
+	descRefusedSource  = desc("refused_source_total", "Connections refused at accept by a per-source limit.")
+	descThrottled      = desc("throttled_frames_total", "Frames over their connection's frame rate: answered OVERLOADED or ignored.")
 	descRateLimited    = desc("rate_limited_total", "REQUESTs answered OVERLOADED by the per-connection rate limit.")
 	descLogins         = desc("logins_total", "Successful logins.")
 	descLoginFailures  = desc("login_failures_total", "Failed logins.")
@@ -58,7 +60,7 @@ var (
 	descQueueDropped   = desc("queue_dropped_total", "Items a bounded queue refused because it was full.", "queue")
 
 	allDescs = []*prometheus.Desc{
-		descConnections, descLoggedIn, descAccepted, descRefused, descRateLimited, descLogins,
+		descConnections, descLoggedIn, descAccepted, descRefused, descRefusedSource, descThrottled, descRateLimited, descLogins,
 		descLoginFailures, descFramesIn, descFramesOut, descBytesIn, descBytesOut, descWrites,
 		descKicks, descPushRequests, descPushDeliveries, descPushOffline,
 		descPushRecovered, descPushAcks, descPushUnrouted, descPushNoReply, descBizRequests, descBizResults,
@@ -102,6 +104,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(ch, descLoggedIn, float64(s.LoggedIn))
 	c.counter(ch, descAccepted, s.Accepted)
 	c.counter(ch, descRefused, s.Refused)
+	c.counter(ch, descRefusedSource, s.RefusedSource)
+	c.counter(ch, descThrottled, s.Throttled)
 	c.counter(ch, descRateLimited, s.RateLimited)
 	c.counter(ch, descLogins, s.Logins)
 	c.counter(ch, descLoginFailures, s.LoginFail)

@@ -19,21 +19,23 @@ import (
 
 func sampleSnapshot() Snapshot {
 	return Snapshot{
-		Node:        "n1",
-		Connections: 3,
-		LoggedIn:    2,
-		Accepted:    10,
-		Refused:     1,
-		RateLimited: 4,
-		Logins:      7,
-		LoginFail:   2,
-		FramesIn:    100,
-		FramesOut:   200,
-		BytesIn:     1000,
-		BytesOut:    2000,
-		Writes:      30,
-		Kicks:       map[string]uint64{"IDLE_TIMEOUT": 4, "BAD_FRAME": 1},
-		Push:        PushStats{Requests: 5, Deliveries: 50, Offline: 3, Recovered: 2, Acks: 40, Unrouted: 6, NoReply: 7},
+		Node:          "n1",
+		Connections:   3,
+		LoggedIn:      2,
+		Accepted:      10,
+		Refused:       1,
+		RefusedSource: 6,
+		Throttled:     7,
+		RateLimited:   4,
+		Logins:        7,
+		LoginFail:     2,
+		FramesIn:      100,
+		FramesOut:     200,
+		BytesIn:       1000,
+		BytesOut:      2000,
+		Writes:        30,
+		Kicks:         map[string]uint64{"IDLE_TIMEOUT": 4, "BAD_FRAME": 1},
+		Push:          PushStats{Requests: 5, Deliveries: 50, Offline: 3, Recovered: 2, Acks: 40, Unrouted: 6, NoReply: 7},
 		Businesses: []BizStats{
 			{ID: 1, Target: "echo", Requests: 9, Results: map[string]uint64{"OK": 8, "TIMEOUT": 1},
 				Queued: 2, InFlight: 1, Breaker: "closed", LatencySeconds: 0.5, LatencyCount: 9},
@@ -56,9 +58,15 @@ longlink_logged_in 2
 # HELP longlink_accepted_total Connections accepted.
 # TYPE longlink_accepted_total counter
 longlink_accepted_total 10
-# HELP longlink_refused_total Connections refused at accept: at the connection limit, draining, or too many TLS handshakes.
+# HELP longlink_refused_total Connections refused at accept: at the connection limit, draining, per-source limits, or too many TLS handshakes.
 # TYPE longlink_refused_total counter
 longlink_refused_total 1
+# HELP longlink_refused_source_total Connections refused at accept by a per-source limit.
+# TYPE longlink_refused_source_total counter
+longlink_refused_source_total 6
+# HELP longlink_throttled_frames_total Frames over their connection's frame rate: answered OVERLOADED or ignored.
+# TYPE longlink_throttled_frames_total counter
+longlink_throttled_frames_total 7
 # HELP longlink_rate_limited_total REQUESTs answered OVERLOADED by the per-connection rate limit.
 # TYPE longlink_rate_limited_total counter
 longlink_rate_limited_total 4

@@ -12,9 +12,16 @@ type Snapshot struct {
 	RSS         int64   `json:"rss"`         // bytes, resident set size of the process
 	CPUSeconds  float64 `json:"cpu_seconds"` // user+system CPU time of the process
 
-	Accepted  uint64 `json:"accepted"` // connections accepted
-	Refused   uint64 `json:"refused"`  // connections refused at accept: -max-conns, draining, or too many TLS handshakes
-	Logins    uint64 `json:"logins"`   // successful logins
+	Accepted uint64 `json:"accepted"` // connections accepted
+	Refused  uint64 `json:"refused"`  // connections refused at accept: -max-conns, draining, per-source limits, or too many TLS handshakes
+	// RefusedSource is the part of Refused turned away by a per-source
+	// limit (-max-unauth-per-ip, -max-conns-per-ip, -connect-rate-per-ip).
+	RefusedSource uint64 `json:"refused_source"`
+	// Throttled counts frames that came over their connection's frame
+	// rate (-frame-rate): answered OVERLOADED, ignored, or the last one
+	// before KICK(OVERLOADED).
+	Throttled uint64 `json:"throttled"`
+	Logins    uint64 `json:"logins"` // successful logins
 	LoginFail uint64 `json:"login_failures"`
 	// RateLimited counts REQUESTs answered OVERLOADED by the per-connection
 	// rate limit (-rate), never forwarded.

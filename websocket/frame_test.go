@@ -559,6 +559,32 @@ func TestCloseCodeInvalid(t *testing.T) {
 	}
 }
 
+// TestCloseCodeReason checks the reason of a close frame: it must be
+// UTF-8 (RFC 6455 section 5.5.1), and one that is not is ErrCloseReason,
+// which the gateway answers with 1007 (section 7.4.1).
+func TestCloseCodeReason(t *testing.T) {
+	for _, reason := range []string{"", "bye", "ça va", "设备", "\u0000"} {
+		p := append(binary.BigEndian.AppendUint16(nil, 1000), reason...)
+		if code, err := ws.CloseCode(p); code != 1000 || err != nil {
+			t.Errorf("reason %q: %d %v, want 1000", reason, code, err)
+		}
+	}
+	for _, reason := range []string{"\xff", "ok\xc3", "\xed\xa0\x80", "\xc0\xaf", "caf\xe9"} {
+		p := append(binary.BigEndian.AppendUint16(nil, 1000), reason...)
+		code, err := ws.CloseCode(p)
+		if err != ws.ErrCloseReason || code != 0 {
+			t.Errorf("reason %q: %d %v, want ErrCloseReason", reason, code, err)
+		}
+	}
+	if ws.ErrCloseReason.Code != ws.CloseInvalidData || ws.CloseInvalidData != 1007 {
+		t.Errorf("ErrCloseReason carries code %d", ws.ErrCloseReason.Code)
+	}
+	// An invalid code is reported first: 1002, not 1007.
+	if _, err := ws.CloseCode([]byte{0x03, 0xED, 0xff}); err == nil || err == ws.ErrCloseReason {
+		t.Errorf("code 1005 with a bad reason: %v, want the close code error", err)
+	}
+}
+
 // TestParseHeaderNoAlloc guards the reactor's hot path: parsing a header
 // and unmasking its payload allocate nothing.
 func TestParseHeaderNoAlloc(t *testing.T) {

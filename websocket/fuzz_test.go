@@ -173,9 +173,12 @@ func FuzzParseHandshake(f *testing.F) {
 			if f := bytes.Fields(line); len(f) != 3 || string(f[0]) != "GET" {
 				t.Fatalf("accepted request line %q", line)
 			}
-			// Key aliases the request.
+			// Key and Origin alias the request.
 			if len(h.Key) == 0 || !aliases(data[:n], h.Key) {
 				t.Fatalf("key %q is not inside the request", h.Key)
+			}
+			if h.Origin != nil && !aliases(data[:n], h.Origin) {
+				t.Fatalf("origin %q is not inside the request", h.Origin)
 			}
 			k, err := base64.StdEncoding.DecodeString(string(h.Key))
 			if err != nil || len(k) != 16 {
@@ -248,7 +251,7 @@ func FuzzParseHandshake(f *testing.F) {
 					t.Fatalf("prefix of %d (limit %d) is incomplete", i, ws.MaxHandshake)
 				}
 			default:
-				if pn != n || err != nil || !bytes.Equal(ph.Key, h.Key) || ph.Subprotocol != h.Subprotocol {
+				if pn != n || err != nil || !bytes.Equal(ph.Key, h.Key) || !bytes.Equal(ph.Origin, h.Origin) || ph.Subprotocol != h.Subprotocol {
 					t.Fatalf("prefix of %d: n=%d h=%+v, whole input: n=%d err=%v", i, pn, ph, n, err)
 				}
 			}

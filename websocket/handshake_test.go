@@ -208,6 +208,8 @@ func TestParseHandshakeErrors(t *testing.T) {
 		{"header with empty name", request("GET / HTTP/1.1", append(validHeaders(), ": x")...), 400},
 		{"request line of two fields", request("GET HTTP/1.1", validHeaders()...), 400},
 		{"request line of four fields", request("GET / x HTTP/1.1", validHeaders()...), 400},
+		{"empty request target", request("GET  HTTP/1.1", validHeaders()...), 400},
+		{"two Origin headers", request("GET / HTTP/1.1", append(validHeaders(), "Origin: https://a.example", "Origin: https://b.example")...), 400},
 		{"not HTTP", request("GET / SPDY/3", validHeaders()...), 400},
 		{"HTTP/2", request("GET / HTTP/2.0", validHeaders()...), 400},
 		{"empty request", []byte("\r\n\r\n"), 400},

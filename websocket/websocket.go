@@ -38,6 +38,7 @@ const (
 	CloseGoingAway   = 1001
 	CloseProtocol    = 1002
 	CloseUnsupported = 1003
+	CloseInvalidData = 1007 // a close reason that is not UTF-8
 	ClosePolicy      = 1008
 	CloseTooBig      = 1009
 )
@@ -65,6 +66,7 @@ var (
 	errNotUpgrade       = &Error{Status: 400, Reason: "not a WebSocket upgrade"}
 	errVersion          = &Error{Status: 426, Reason: "unsupported WebSocket version (13 required)"}
 	errKey              = &Error{Status: 400, Reason: "bad Sec-WebSocket-Key"}
+	errOrigins          = &Error{Status: 400, Reason: "more than one Origin header"}
 	errRSV              = &Error{Code: CloseProtocol, Reason: "reserved bits set"}
 	errUnmasked         = &Error{Code: CloseProtocol, Reason: "client frame not masked"}
 	errBadOpcode        = &Error{Code: CloseProtocol, Reason: "unknown opcode"}
@@ -77,6 +79,7 @@ var (
 // Handshake is a parsed opening handshake.
 type Handshake struct {
 	Key         []byte // Sec-WebSocket-Key, aliasing the input
+	Origin      []byte // Origin, aliasing the input; nil when absent or empty
 	Subprotocol bool   // the client offered Subprotocol
 }
 
@@ -95,7 +98,7 @@ func ParseHandshake(b []byte) (h Handshake, n int, err error) {
 	}
 	lines := bytes.Split(b[:end], []byte("\r\n"))
 	req := bytes.Split(lines[0], []byte(" "))
-	if len(req) != 3 || !validHTTPVersion(req[2]) {
+	if len(req) != 3 || len(req[1]) == 0 || !validHTTPVersion(req[2]) {
 		return h, 0, errNotUpgrade
 	}
 	if string(req[0]) != "GET" {
@@ -123,6 +126,13 @@ func ParseHandshake(b []byte) (h Handshake, n int, err error) {
 				return h, 0, errKey // one key only (RFC 6455 section 11.3.1)
 			}
 			h.Key = value
+		case bytes.EqualFold(name, []byte("Origin")):
+			// One only (RFC 6454 section 7.3): with two, a check of
+			// either would let the other through.
+			if h.Origin != nil {
+				return h, 0, errOrigins
+			}
+			h.Origin = value
 		case bytes.EqualFold(name, []byte("Sec-WebSocket-Protocol")):
 			h.Subprotocol = h.Subprotocol || hasExactToken(value, Subprotocol)
 		}
@@ -186,7 +196,7 @@ func AppendReject(dst []byte, e *Error) []byte {
 	if status == 0 {
 		status = 400
 	}
-	text := map[int]string{400: "Bad Request", 405: "Method Not Allowed", 426: "Upgrade Required", 431: "Request Header Fields Too Large"}[status]
+	text := map[int]string{400: "Bad Request", 403: "Forbidden", 405: "Method Not Allowed", 426: "Upgrade Required", 431: "Request Header Fields Too Large"}[status]
 	dst = append(dst, "HTTP/1.1 "...)
 	dst = appendInt(dst, status)
 	dst = append(dst, ' ')
@@ -331,9 +341,16 @@ func AppendClose(dst []byte, code uint16, reason string) []byte {
 
 var errCloseCode = &Error{Code: CloseProtocol, Reason: "invalid close code"}
 
+// ErrCloseReason is CloseCode's error for a close frame whose reason is
+// not valid UTF-8, answered with CloseInvalidData: RFC 6455 section 5.5.1
+// requires the reason to be UTF-8, and section 8.1 fails a connection
+// that sends invalid UTF-8 where UTF-8 is due.
+var ErrCloseReason = &Error{Code: CloseInvalidData, Reason: "close reason is not valid UTF-8"}
+
 // CloseCode returns the status code of a close frame's payload, 1005 (no
 // status) when it has none. A code that may not appear on the wire (RFC
-// 6455 section 7.4) is an error, answered with CloseProtocol.
+// 6455 section 7.4) is an error, answered with CloseProtocol; a valid
+// code with a reason that is not UTF-8 is ErrCloseReason.
 func CloseCode(payload []byte) (uint16, error) {
 	switch {
 	case len(payload) == 0:
@@ -344,6 +361,9 @@ func CloseCode(payload []byte) (uint16, error) {
 	code := binary.BigEndian.Uint16(payload)
 	switch {
 	case code >= 1000 && code <= 1003, code >= 1007 && code <= 1014, code >= 3000 && code <= 4999:
+		if !utf8.Valid(payload[2:]) {
+			return 0, ErrCloseReason
+		}
 		return code, nil
 	}
 	return 0, errCloseCode

@@ -6,7 +6,13 @@ set -u
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/budget/out}
 mkdir -p "$OUT"
-go build -o /tmp/budget/ll . && go build -o /tmp/budget/lt ./loadtest && go build -o /tmp/budget/gpc ./bench/gpc || exit 1
+# LL=path runs that gateway binary instead of this tree's (a build before
+# a change, for a run set against it); the generator is always this tree's.
+if [ -z "${LL:-}" ]; then
+	go build -o /tmp/budget/ll . || exit 1
+	LL=/tmp/budget/ll
+fi
+go build -o /tmp/budget/lt ./loadtest && go build -o /tmp/budget/gpc ./bench/gpc || exit 1
 SRC=127.0.0.2-127.0.0.20
 run() { # name server(ll|gpc) server-flags... -- loadtest-flags...
 	local name=$1 srv=$2; shift 2
@@ -16,7 +22,7 @@ run() { # name server(ll|gpc) server-flags... -- loadtest-flags...
 	lflags=("$@")
 	local addr=127.0.0.1:7600 api=http://127.0.0.1:7680
 	if [ "$srv" = ll ]; then
-		/tmp/budget/ll -listen $addr -ws-listen "" -api-listen 127.0.0.1:7680 "${sflags[@]}" >"$OUT/$name.server.log" 2>&1 &
+		"$LL" -listen $addr -ws-listen "" -api-listen 127.0.0.1:7680 "${sflags[@]}" >"$OUT/$name.server.log" 2>&1 &
 	else
 		/tmp/budget/gpc -listen $addr -api-listen 127.0.0.1:7680 "${sflags[@]}" >"$OUT/$name.server.log" 2>&1 &
 	fi

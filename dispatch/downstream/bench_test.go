@@ -127,6 +127,8 @@ func (c *benchConn) StampPush(frame []byte, _ *downstream.Push) {
 }
 func (c *benchConn) Undelivered(*downstream.Push)  {}
 func (c *benchConn) Terminate(status codec.Status) { c.env.terminated.Add(1) }
+func (c *benchConn) Cut(codec.Status)              {}
+func (c *benchConn) FrameLen(b []byte) int         { return codec.FrameSize(b) }
 
 // Backlog implements downstream.Conn.
 func (c *benchConn) Backlog() int { return 0 }

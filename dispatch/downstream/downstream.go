@@ -37,6 +37,17 @@ type Conn interface {
 	// Undelivered receives a push that reached the worker after the
 	// connection was gone, so it can be kept for the device's resume.
 	Undelivered(p *Push)
+	// FrameLen is the length of the unit at the start of b as this
+	// transport wrote it into an outbox: one frame as AppendFrame encoded
+	// it, or bytes queued with SendRaw; 0 when b does not start with a
+	// whole one. The worker uses it to find where a frame that the socket
+	// took only part of ends, so a cut-off connection still gets its KICK
+	// after that frame.
+	FrameLen(b []byte) int
+	// Cut tells the connection the group has decided to close it with
+	// status (a slow consumer): its KICK is queued, nothing else will be
+	// written, and pushes that come now are handed to Undelivered.
+	Cut(status codec.Status)
 	// Terminate closes the socket. status is why (metrics, logs); any
 	// KICK has already been written or attempted.
 	Terminate(status codec.Status)
@@ -67,32 +78,38 @@ type Target struct {
 // holds a buffer only while bytes are pending.
 type Outbox struct {
 	buf    *bytebufferpool.ByteBuffer // bytes not yet written; nil when none
-	since  int64                      // when the socket first refused bytes (unix nanos); 0 when not blocked
 	seen   uint64                     // the number of the last fan-out run push copied in (run.go)
+	staged atomic.Int32               // bytes queued by Send and SendRaw that the worker has not taken yet (producers add, the worker subtracts)
+	cut    int32                      // leading bytes of buf that end a frame the socket took part of; -1 when unknown
+	since  uint32                     // when the socket first refused bytes (Group.millis); 0 when not blocked
 	status codec.Status               // why the connection closes once outboxClosing is set
 	flags  uint8                      // outbox* bits
 }
 
 const (
-	outboxDirty    = 1 << iota // in the worker's flush list
-	outboxBlocked              // the socket refused bytes (counted in Stats.Pending)
-	outboxDone                 // terminated: drop everything
-	outboxClosing              // terminate once the pending bytes are written
-	outboxListed               // on the worker's blocked list
-	outboxMidFrame             // the last write ended inside a frame
-	outboxArmed                // a writable report is asked for and has not come
+	outboxDirty   = 1 << iota // in the worker's flush list
+	outboxBlocked             // the socket refused bytes (counted in Stats.Pending)
+	outboxDone                // terminated: drop everything
+	outboxClosing             // terminate once the pending bytes are written
+	outboxListed              // on the worker's blocked list
+	outboxArmed               // a writable report is asked for and has not come
 )
 
 // Options sizes the group. Zero values take the defaults.
 type Options struct {
-	Workers    int // writer goroutines; zero means 1
-	MaxPending int // pending bytes per connection before SLOW_CONSUMER; zero means 1 MiB
+	Workers int // writer goroutines; zero means 1
+	// MaxPending bounds, per connection, the bytes written to its outbox
+	// and not yet taken by the socket, and separately the bytes Send and
+	// SendRaw queued that the worker has not taken yet: past either the
+	// connection is a slow consumer. Zero means 1 MiB.
+	MaxPending int
 	// Retry is how often blocked sockets are tried again even though the
 	// kernel has not reported them writable; it is also when the write
 	// timeout is checked. Zero means 1s.
 	Retry time.Duration
 	// WriteTimeout is how long a socket may refuse all bytes before the
-	// connection is kicked as a slow consumer; zero means 10s.
+	// connection is kicked as a slow consumer, and how long a connection
+	// that was cut off is given to take its KICK; zero means 10s.
 	WriteTimeout time.Duration
 	// MaxQueue bounds the deliveries one worker holds unwritten: its
 	// queued tasks (a PushMany counts its share of the list, the others
@@ -113,6 +130,7 @@ const DefaultMaxQueue = 1 << 20
 
 // Group is the downstream task group.
 type Group struct {
+	start   time.Time // for millis
 	opts    Options
 	workers []*worker
 	wg      sync.WaitGroup
@@ -128,6 +146,7 @@ const (
 	taskFanout                 // push to the worker's connections of lists[off]
 	taskKick                   // write a KICK, then terminate
 	taskClose                  // terminate once pending bytes are written
+	taskCut                    // drop what is pending, write a KICK, then terminate
 )
 
 type task struct {
@@ -212,7 +231,7 @@ func New(opts Options) (*Group, error) {
 	if err != nil {
 		return nil, err
 	}
-	g := &Group{opts: opts, workers: make([]*worker, opts.Workers), wr: wr}
+	g := &Group{start: time.Now(), opts: opts, workers: make([]*worker, opts.Workers), wr: wr}
 	for i := range g.workers {
 		w := &worker{g: g, idx: uint64(i), wake: make(chan struct{}, 1), stop: make(chan struct{}), blocked: map[uint64]Conn{}}
 		w.roomy = sync.NewCond(&w.mu)
@@ -222,6 +241,16 @@ func New(opts Options) (*Group, error) {
 	}
 	go wr.run(g)
 	return g, nil
+}
+
+// millis is the time in milliseconds since the group started, never 0
+// (an outbox's since uses 0 for "not blocked"). It wraps after 49 days;
+// the differences taken of it span seconds.
+func (g *Group) millis() uint32 {
+	if ms := uint32(time.Since(g.start) / time.Millisecond); ms != 0 {
+		return ms
+	}
+	return 1
 }
 
 func (g *Group) worker(c Conn) *worker { return g.workers[c.ID()%uint64(len(g.workers))] }
@@ -237,20 +266,32 @@ func (g *Group) QueueCap() int { return g.opts.MaxQueue * len(g.workers) }
 func (g *Group) Workers() int { return len(g.workers) }
 
 // Send queues an encoded frame for c. frame is copied; the caller may
-// reuse it when Send returns.
-func (g *Group) Send(c Conn, frame []byte) { g.enqueue(c, taskBytes, frame) }
+// reuse it when Send returns. It reports false, and queues nothing, when
+// c already has MaxPending bytes queued that its worker has not taken:
+// the caller then cuts c off (Cut) as a slow consumer. A client that
+// makes the node answer faster than it, or its worker, drains the
+// answers is held to that bound instead of growing the staging buffer.
+func (g *Group) Send(c Conn, frame []byte) bool { return g.enqueue(c, taskBytes, frame) }
 
 // SendRaw queues bytes of the transport itself (a WebSocket handshake
-// answer or control frame) for c, written as they are.
-func (g *Group) SendRaw(c Conn, b []byte) { g.enqueue(c, taskRaw, b) }
+// answer or control frame) for c, written as they are. It reports false
+// as Send does.
+func (g *Group) SendRaw(c Conn, b []byte) bool { return g.enqueue(c, taskRaw, b) }
 
-// enqueue copies b into c's worker's staging buffer as a task of kind.
-func (g *Group) enqueue(c Conn, kind taskKind, b []byte) {
+// enqueue copies b into c's worker's staging buffer as a task of kind,
+// unless c is over its staged bound.
+func (g *Group) enqueue(c Conn, kind taskKind, b []byte) bool {
+	ob := c.Outbox()
+	if int(ob.staged.Add(int32(len(b)))) > g.opts.MaxPending {
+		ob.staged.Add(-int32(len(b)))
+		return false
+	}
 	w := g.worker(c)
 	w.mu.Lock()
 	w.stage(c, kind, b)
 	w.mu.Unlock()
 	w.signal()
+	return true
 }
 
 // stage copies b into the staging buffer as a task of kind for c; w.mu
@@ -336,6 +377,24 @@ func (g *Group) Kick(c Conn, status codec.Status, reason string) {
 	} else {
 		w.tasks = append(w.tasks, task{c: c, kind: taskKick, status: status})
 	}
+	w.queued++
+	w.mu.Unlock()
+	w.signal()
+}
+
+// Cut cuts c off: what is queued for it and not yet on the wire is
+// dropped (except the rest of a frame the socket took part of), a KICK
+// with status and reason is written as soon as the socket takes it, and
+// then c is closed, or after WriteTimeout if the socket never takes it.
+// The caller has already moved c to closing.
+func (g *Group) Cut(c Conn, status codec.Status, reason string) {
+	w := g.worker(c)
+	w.mu.Lock()
+	off := len(w.staging)
+	if g.opts.KickFrame != nil {
+		w.staging = g.opts.KickFrame(w.staging, status, reason)
+	}
+	w.tasks = append(w.tasks, task{c: c, kind: taskCut, status: status, off: int32(off), n: int32(len(w.staging) - off)})
 	w.queued++
 	w.mu.Unlock()
 	w.signal()
@@ -530,6 +589,9 @@ func (w *worker) take() bool {
 // the dirty list.
 func (w *worker) apply(t *task, staging []byte) {
 	ob := t.c.Outbox()
+	if t.kind == taskBytes || t.kind == taskRaw {
+		ob.staged.Add(-t.n)
+	}
 	w.catchUp(t.c, ob)
 	if t.kind == taskPush {
 		w.appendPush(t.c, ob, t.push)
@@ -539,6 +601,10 @@ func (w *worker) apply(t *task, staging []byte) {
 	// Nothing follows a KICK (or the answer to a failed login) on the
 	// wire: the client stops reading there.
 	if ob.flags&(outboxDone|outboxClosing) != 0 {
+		return
+	}
+	if t.kind == taskCut {
+		w.cutOff(t.c, ob, staging[t.off:t.off+t.n], t.status)
 		return
 	}
 	if ob.buf == nil {
@@ -654,10 +720,9 @@ func (w *worker) flush(c Conn) {
 		w.stats.BytesOut.Add(uint64(n))
 		if n < len(pending) || c.Backlog() > 0 {
 			if n > 0 {
-				// Progress: the write timeout counts from here, and
-				// the stream now stops inside a frame.
+				// Progress: the write timeout counts from here.
 				ob.since = 0
-				ob.flags |= outboxMidFrame
+				ob.cut = frameRest(c, pending, ob.cut, n)
 			}
 			if ob.buf != nil {
 				ob.buf.B = ob.buf.B[:copy(ob.buf.B, ob.buf.B[n:])]
@@ -665,7 +730,7 @@ func (w *worker) flush(c Conn) {
 			w.refused(c, ob)
 			return
 		}
-		ob.flags &^= outboxMidFrame
+		ob.cut = 0
 	}
 	ob.release(w)
 	ob.unblock(w)
@@ -677,24 +742,50 @@ func (w *worker) flush(c Conn) {
 // refused handles a socket that did not take all pending bytes: too many
 // bytes, or refused for too long, and the connection is a slow consumer.
 func (w *worker) refused(c Conn, ob *Outbox) {
-	now := time.Now().UnixNano()
+	now := w.g.millis()
 	if ob.since == 0 {
 		ob.since = now
 	}
-	stuck := now-ob.since > int64(w.g.opts.WriteTimeout)
+	stuck := time.Duration(now-ob.since)*time.Millisecond > w.g.opts.WriteTimeout
 	pending := c.Backlog()
 	if ob.buf != nil {
 		pending += len(ob.buf.B)
 	}
 	switch {
-	case ob.flags&outboxClosing != 0 && stuck:
-		w.terminate(c, ob, ob.status)
+	case ob.flags&outboxClosing != 0:
+		// Closing already: nothing more is added, so the socket gets
+		// the write timeout to take what is left, and no more.
+		if stuck {
+			w.terminate(c, ob, ob.status)
+			return
+		}
 	case pending > w.g.opts.MaxPending || stuck:
 		w.slowConsumer(c, ob)
-	case ob.flags&outboxBlocked == 0:
+		return
+	}
+	if ob.flags&outboxBlocked == 0 {
 		ob.flags |= outboxBlocked
 		w.stats.Pending.Add(1)
 	}
+}
+
+// frameRest returns how many bytes at the start of what remains of
+// pending, after the socket took n of them, end a frame it took part of
+// (0 at a frame boundary, -1 when the boundary cannot be found). cut is
+// the same for pending itself: the frames that follow it are whole.
+func frameRest(c Conn, pending []byte, cut int32, n int) int32 {
+	if cut < 0 {
+		return -1
+	}
+	pos := int(cut)
+	for pos < n {
+		l := c.FrameLen(pending[pos:])
+		if l <= 0 {
+			return -1
+		}
+		pos += l
+	}
+	return int32(pos - n)
 }
 
 func (ob *Outbox) unblock(w *worker) {
@@ -705,17 +796,40 @@ func (ob *Outbox) unblock(w *worker) {
 	ob.since = 0
 }
 
-// slowConsumer drops what c could not take, makes one attempt to tell it
-// why (unless the stream stopped inside a frame, where a KICK would only
-// corrupt it), and closes it.
+// slowConsumer cuts off a connection whose socket fell too far behind.
 func (w *worker) slowConsumer(c Conn, ob *Outbox) {
-	w.stats.SlowConsumers.Add(1)
-	if w.g.opts.KickFrame != nil && ob.flags&outboxMidFrame == 0 && c.Backlog() == 0 {
-		kick := w.g.opts.KickFrame(nil, codec.StatusSlowConsumer, "outbound queue overflowed")
-		b, _ := c.AppendFrame(nil, kick)
-		_, _ = c.Write(b) // best effort: the connection is closed either way
+	var kick []byte
+	if w.g.opts.KickFrame != nil {
+		kick = w.g.opts.KickFrame(nil, codec.StatusSlowConsumer, "outbound queue overflowed")
 	}
-	w.terminate(c, ob, codec.StatusSlowConsumer)
+	c.Cut(codec.StatusSlowConsumer)
+	w.cutOff(c, ob, kick, codec.StatusSlowConsumer)
+}
+
+// cutOff drops what is pending for c, keeping only the rest of a frame
+// the socket took part of, queues kick (an encoded KICK frame, or
+// nothing) and closes c once the socket has taken it, or after
+// WriteTimeout. The pushes dropped were recorded for resume when they
+// were stamped. When the frame boundary is unknown, a KICK would corrupt
+// the stream: c is closed at once.
+func (w *worker) cutOff(c Conn, ob *Outbox, kick []byte, status codec.Status) {
+	w.stats.SlowConsumers.Add(1)
+	if ob.cut < 0 {
+		w.terminate(c, ob, status)
+		return
+	}
+	if ob.buf == nil {
+		ob.buf = w.getBuf()
+	}
+	ob.buf.B = ob.buf.B[:ob.cut]
+	if len(kick) > 0 {
+		ob.buf.B, _ = c.AppendFrame(ob.buf.B, kick)
+		w.round.frames++
+	}
+	ob.flags |= outboxClosing
+	ob.status = status
+	ob.since = w.g.millis()
+	w.dirtied(c, ob)
 }
 
 func (w *worker) terminate(c Conn, ob *Outbox, status codec.Status) {

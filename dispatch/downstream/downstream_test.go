@@ -141,6 +141,7 @@ func TestSendFirst(t *testing.T) {
 // is inside it. Everything queued meanwhile is drained in one batch.
 func gateWorker(t *testing.T, g *downstream.Group, gate *sockConn) {
 	t.Helper()
+	gate.gateSkip.Add(1) // Send itself looks at the outbox; the worker is held at its look
 	g.Send(gate, pingFrame())
 	select {
 	case <-gate.entered:
@@ -481,15 +482,17 @@ func TestCloseAfterFlush(t *testing.T) {
 	})
 }
 
-// TestSlowConsumer: a peer that never reads, behind small kernel buffers,
-// piles up more than MaxPending bytes: it is terminated with SLOW_CONSUMER
-// after one attempt to write a KICK, its later pushes reach Undelivered,
-// and a connection on the same worker receives everything.
+// TestSlowConsumer: a peer that stops reading, behind small kernel
+// buffers, piles up more than MaxPending bytes: it is cut off (its queue
+// dropped, its later pushes handed to Undelivered) while a connection on
+// the same worker receives everything; when it reads again within the
+// write timeout it gets whole frames, in order, and then its
+// KICK(SLOW_CONSUMER), and only then is it closed.
 func TestSlowConsumer(t *testing.T) {
 	const maxPending = 64 << 10
 	g, _ := newGroup(t, downstream.Options{Workers: 1, MaxPending: maxPending, KickFrame: kickFrame})
 	srv := newServer(t)
-	slow := srv.conn(1, pairOpts{sndbuf: 4096, rcvbuf: 4096}) // never read until the end
+	slow := srv.conn(1, pairOpts{sndbuf: 4096, rcvbuf: 4096}) // not read until it is cut off
 	fast := srv.conn(2, pairOpts{})
 	rf := startReader(fast.peer)
 
@@ -503,8 +506,14 @@ func TestSlowConsumer(t *testing.T) {
 			time.Sleep(time.Millisecond) // let the fast reader keep up
 		}
 	}
-	if s := slow.waitTerminated(t, waitLong); s != codec.StatusSlowConsumer {
-		t.Fatalf("slow conn: Terminate(%v), want SLOW_CONSUMER", s)
+	checkFor(t, waitLong, time.Millisecond, func() error {
+		if slow.cuts.Load() == 0 {
+			return fmt.Errorf("slow conn not cut off")
+		}
+		return nil
+	})
+	if slow.terminated() {
+		t.Fatal("slow conn closed before its KICK was written")
 	}
 
 	fs := rf.waitFrames(t, pushes, waitLong)
@@ -527,47 +536,103 @@ func TestSlowConsumer(t *testing.T) {
 	})
 	und := slow.undeliveredPushes()
 	if len(und) == 0 {
-		t.Fatal("no push reached Undelivered after the slow consumer was terminated")
+		t.Fatal("no push reached Undelivered after the slow consumer was cut off")
 	}
 	for i, p := range und {
 		if p != ps[pushes-len(und)+i] {
 			t.Fatalf("undelivered push %d is not the %d-th pushed", i, pushes-len(und)+i)
 		}
 	}
+
+	// The peer reads again: whole frames in order (the one the socket
+	// took part of completed), then the KICK, then the close.
+	rs := startReader(slow.peer)
+	got := rs.waitEOF(t, waitLong)
+	if s := slow.waitTerminated(t, waitLong); s != codec.StatusSlowConsumer {
+		t.Fatalf("slow conn: Terminate(%v), want SLOW_CONSUMER", s)
+	}
+	if len(got) == 0 {
+		t.Fatal("the slow peer read nothing")
+	}
+	if last := got[len(got)-1]; last.Op != codec.OpKick || last.Status != codec.StatusSlowConsumer {
+		t.Fatalf("the slow peer's last frame is %+v, want KICK(SLOW_CONSUMER)", last.Header)
+	}
+	for k, f := range got[:len(got)-1] {
+		if f.Op != codec.OpPush || f.Seq != uint32(k+1) {
+			t.Fatalf("slow peer frame %d: %+v", k, f.Header)
+		}
+	}
+	if n := len(got) - 1; n >= int(slow.seq.Load()) {
+		t.Fatalf("the slow peer read %d pushes of %d stamped: nothing was dropped", n, slow.seq.Load())
+	}
 	st := g.Stats()
 	if st.SlowConsumers != 1 || st.Undelivered != uint64(len(und)) || st.Pending != 0 {
 		t.Fatalf("stats %+v, undelivered %d", st, len(und))
 	}
-	t.Logf("slow consumer cut after %d pushes stamped, %d bytes taken by its socket, %d refusals", slow.seq.Load(), slow.wrote.Load(), slow.refusals.Load())
+	t.Logf("slow consumer cut after %d pushes stamped; it read %d of them, then its KICK", slow.seq.Load(), len(got)-1)
+}
 
-	// What the slow peer can still read is whole frames, in order, maybe
-	// cut at the end: never a KICK spliced into the middle of a frame.
-	rs := startReader(slow.peer)
-	got := rs.waitEOF(t, waitLong)
-	whole := 0 // bytes of the whole PUSH frames the peer read
-	for k, f := range got {
-		if f.Op == codec.OpKick && k == len(got)-1 && f.Status == codec.StatusSlowConsumer {
-			break
-		}
-		if f.Op != codec.OpPush || f.Seq != uint32(k+1) {
-			t.Fatalf("slow peer frame %d: %+v", k, f.Header)
-		}
-		whole += f.Size()
+// TestCutOffWaitsWriteTimeout: a cut-off peer that never reads again is
+// closed after the write timeout, its KICK unwritten.
+func TestCutOffWaitsWriteTimeout(t *testing.T) {
+	const timeout = 200 * time.Millisecond
+	g, _ := newGroup(t, downstream.Options{Workers: 1, MaxPending: 16 << 10, WriteTimeout: timeout, Retry: 10 * time.Millisecond, KickFrame: kickFrame})
+	srv := newServer(t)
+	slow := srv.conn(1, pairOpts{sndbuf: 4096, rcvbuf: 4096})
+	for k := 1; k <= 200; k++ {
+		g.Send(slow, respFrame(nil, uint32(k), 1024))
 	}
+	checkFor(t, waitLong, time.Millisecond, func() error {
+		if slow.cuts.Load() == 0 {
+			return fmt.Errorf("not cut off")
+		}
+		return nil
+	})
+	cut := time.Now()
+	if s := slow.waitTerminated(t, waitLong); s != codec.StatusSlowConsumer {
+		t.Fatalf("Terminate(%v), want SLOW_CONSUMER", s)
+	}
+	slow.mu.Lock()
+	elapsed := slow.terminatedAt.Sub(cut)
+	slow.mu.Unlock()
+	if elapsed < timeout/2 {
+		t.Fatalf("closed %v after the cut, want about the %v write timeout", elapsed, timeout)
+	}
+}
 
-	// One attempt at telling the slow peer why, when the stream stopped
-	// at a frame boundary; none when it stopped inside a frame, where a
-	// KICK would corrupt the stream.
-	kick := slow.lastWrite()
-	f, n, err := codec.Decode(kick, codec.DefaultMaxFrame)
-	isKick := err == nil && n == len(kick) && f.Op == codec.OpKick && f.Status == codec.StatusSlowConsumer
-	midFrame := int(slow.wrote.Load())-len(kick) > whole || (!isKick && int(slow.wrote.Load()) > whole)
-	switch {
-	case midFrame && isKick:
-		t.Fatalf("a KICK was written after the stream stopped inside a frame (%d bytes taken, %d in whole frames)", slow.wrote.Load(), whole)
-	case !midFrame && !isKick:
-		t.Fatalf("last write to the slow conn was not a KICK(SLOW_CONSUMER): %x (%v)", kick, err)
+// TestSendBound: answers queued with Send and not yet taken by the worker
+// count toward MaxPending per connection: past it Send refuses, so a
+// client cannot make the node stage answers faster than they drain.
+func TestSendBound(t *testing.T) {
+	const maxPending = 32 << 10
+	g, _ := newGroup(t, downstream.Options{Workers: 1, MaxPending: maxPending, KickFrame: kickFrame})
+	srv := newServer(t)
+	gate := srv.conn(100, pairOpts{gate: true})
+	startReader(gate.peer)
+	c := srv.conn(1, pairOpts{})
+	rc := startReader(c.peer)
+	gateWorker(t, g, gate) // the worker takes nothing until the gate opens
+
+	frame := respFrame(nil, 1, 1000)
+	accepted := 0
+	for g.Send(c, frame) {
+		accepted++
+		if accepted > 2*maxPending/len(frame) {
+			t.Fatalf("Send accepted %d frames of %d bytes, over MaxPending %d", accepted, len(frame), maxPending)
+		}
 	}
+	if want := maxPending / len(frame); accepted != want {
+		t.Fatalf("Send accepted %d frames of %d bytes, want %d (MaxPending %d)", accepted, len(frame), want, maxPending)
+	}
+	close(gate.gate)
+	rc.waitFrames(t, accepted, waitLong)
+	// Taken by the worker, the bound frees again.
+	checkFor(t, waitLong, time.Millisecond, func() error {
+		if !g.Send(c, frame) {
+			return fmt.Errorf("Send still refuses after the worker took the queue")
+		}
+		return nil
+	})
 }
 
 // TestWriteTimeout: a socket that refuses every byte for WriteTimeout is
@@ -896,6 +961,8 @@ func (c *panicConn) Backlog() int                       { return 0 }
 func (c *panicConn) StampPush([]byte, *downstream.Push) {}
 func (c *panicConn) Undelivered(*downstream.Push)       {}
 func (c *panicConn) Terminate(codec.Status)             {}
+func (c *panicConn) Cut(codec.Status)                   {}
+func (c *panicConn) FrameLen(b []byte) int              { return codec.FrameSize(b) }
 func (c *panicConn) WatchWritable(int, uint64) error    { return nil }
 func (c *panicConn) AppendFrame(dst, frame []byte) ([]byte, int) {
 	panic("transport bug")

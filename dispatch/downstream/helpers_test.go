@@ -45,6 +45,7 @@ type sockConn struct {
 	refusals  atomic.Int64 // Write calls that took nothing (EAGAIN)
 	wrote     atomic.Int64 // bytes the socket took
 	termCount atomic.Int32
+	cuts      atomic.Int32      // Cut calls
 	termC     chan codec.Status // the first Terminate's status
 
 	mu           sync.Mutex
@@ -91,6 +92,32 @@ func appendWSHeader(dst []byte, n int) []byte {
 		return dst
 	}
 }
+
+// FrameLen implements downstream.Conn for the framing AppendFrame uses.
+func (c *sockConn) FrameLen(b []byte) int {
+	if !c.ws {
+		return codec.FrameSize(b)
+	}
+	if len(b) < 2 {
+		return 0
+	}
+	switch l := int(b[1] & 0x7F); l {
+	case 126:
+		return 4 + int(b[2])<<8 + int(b[3])
+	case 127:
+		n := 0
+		for i := 2; i < 10; i++ {
+			n = n<<8 | int(b[i])
+		}
+		return 10 + n
+	default:
+		return 2 + l
+	}
+}
+
+// Cut implements downstream.Conn: it records the status like Terminate's
+// first call would not, since the KICK comes before the close.
+func (c *sockConn) Cut(status codec.Status) { c.cuts.Add(1) }
 
 // Backlog implements downstream.Conn: a socket keeps nothing of its own.
 func (c *sockConn) Backlog() int { return 0 }

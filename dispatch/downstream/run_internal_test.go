@@ -25,6 +25,8 @@ func (c *nullConn) Backlog() int                            { return 0 }
 func (c *nullConn) StampPush(frame []byte, _ *Push)         {}
 func (c *nullConn) Undelivered(*Push)                       {}
 func (c *nullConn) Terminate(codec.Status)                  {}
+func (c *nullConn) Cut(codec.Status)                        {}
+func (c *nullConn) FrameLen(b []byte) int                   { return codec.FrameSize(b) }
 func (c *nullConn) WatchWritable(ep int, key uint64) error  { return nil }
 
 // TestRunQueueStaysBounded: a run that never goes idle, with pushes
