@@ -386,15 +386,13 @@ func (h *Hub) leave(c *Conn) {
 // KickFrame encodes a KICK (for the downstream group too); with SHUTTING_DOWN it carries the redirect
 // address when one is known.
 func (h *Hub) KickFrame(dst []byte, status codec.Status, reason string) []byte {
-	b, start := codec.BeginFrame(dst)
-	b = codec.AppendMetaString(b, "reason", reason)
+	var redirect string
 	if status == codec.StatusShuttingDown {
-		if r := h.redirect.Load(); r != nil && *r != "" {
-			b = codec.AppendMetaString(b, "redirect", *r)
+		if r := h.redirect.Load(); r != nil {
+			redirect = *r
 		}
 	}
-	codec.EndFrame(b, start, codec.Header{Op: codec.OpKick, Status: status}, len(b)-start-codec.HeaderSize)
-	return b
+	return codec.AppendKick(dst, status, reason, redirect)
 }
 
 // Respond implements upstream.Responder: the business's answer becomes a
@@ -409,7 +407,7 @@ func (h *Hub) Respond(req *upstream.Request, res upstream.Result) {
 
 func (h *Hub) respond(c *Conn, biz uint16, seq uint32, status codec.Status, meta, body []byte) {
 	buf := bytebufferpool.Get()
-	buf.B = codec.AppendFrame(buf.B, codec.Header{Op: codec.OpResponse, Biz: biz, Seq: seq, Status: status}, meta, body)
+	buf.B = codec.AppendResponse(buf.B, biz, seq, status, meta, body)
 	c.send(buf.B)
 	bytebufferpool.Put(buf)
 }

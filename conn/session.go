@@ -94,13 +94,12 @@ func (c *Conn) handle(f *codec.Frame, over bool) {
 	}
 	switch f.Op {
 	case codec.OpPing:
-		pong := codec.Header{Op: codec.OpPong, Seq: f.Seq}
+		status := codec.StatusOK
 		if over {
-			pong.Status = codec.StatusOverloaded
+			status = codec.StatusOverloaded
 		}
 		var b [codec.HeaderSize]byte
-		codec.PutHeader(b[:], &pong)
-		c.send(b[:])
+		c.send(codec.AppendPong(b[:0], f.Seq, status))
 	case codec.OpRequest:
 		if over {
 			c.hub.requests.Add(1)
@@ -231,15 +230,10 @@ func (c *Conn) welcome(seq uint32, rec *recovery.Entry, resume uint32, resuming 
 	h := c.hub
 	buf := bytebufferpool.Get()
 	defer bytebufferpool.Put(buf)
-	var num [20]byte
-	b, start := codec.BeginFrame(buf.B[:0])
-	b = codec.AppendMeta(b, "conn", strconv.AppendUint(num[:0], c.id, 10))
-	b = codec.AppendMetaString(b, "node", h.opts.Node)
-	b = codec.AppendMeta(b, "hb", strconv.AppendInt(num[:0], int64(h.opts.Heartbeat/time.Second), 10))
+	ack := codec.LoginAck{Seq: seq, Conn: c.id, Node: h.opts.Node, Heartbeat: int64(h.opts.Heartbeat / time.Second)}
 	if !resuming {
-		codec.EndFrame(b, start, codec.Header{Op: codec.OpLoginAck, Seq: seq}, len(b)-start-codec.HeaderSize)
-		h.down.SendFirst(c, register, b)
-		buf.B = b
+		buf.B = codec.AppendLoginAck(buf.B[:0], &ack)
+		h.down.SendFirst(c, register, buf.B)
 		return
 	}
 	// The ack's "resumed" must be known before it is encoded, and the
@@ -253,14 +247,13 @@ func (c *Conn) welcome(seq uint32, rec *recovery.Entry, resume uint32, resuming 
 		codec.SetSeq(pushes[at:], s)
 		ends = append(ends, len(pushes))
 	})
-	resumed := "0"
+	ack.Resumed = codec.ResumedIncomplete
 	if complete {
-		resumed = "1"
+		ack.Resumed = codec.ResumedComplete
 	}
-	b = codec.AppendMetaString(b, "resumed", resumed)
-	codec.EndFrame(b, start, codec.Header{Op: codec.OpLoginAck, Seq: seq}, len(b)-start-codec.HeaderSize)
+	buf.B = codec.AppendLoginAck(buf.B[:0], &ack)
 	frames := make([][]byte, 0, 1+len(ends))
-	frames = append(frames, b)
+	frames = append(frames, buf.B)
 	from := 0
 	for _, end := range ends {
 		frames = append(frames, pushes[from:end])
@@ -268,7 +261,6 @@ func (c *Conn) welcome(seq uint32, rec *recovery.Entry, resume uint32, resuming 
 	}
 	h.down.SendFirst(c, register, frames...)
 	h.recovered.Add(uint64(len(ends)))
-	buf.B = b
 }
 
 // refuse answers a failed LOGIN with status and reason and closes the
@@ -280,12 +272,9 @@ func (c *Conn) refuse(seq uint32, status codec.Status, reason string) {
 	}
 	h.loginFails.Add(1)
 	buf := bytebufferpool.Get()
-	b, start := codec.BeginFrame(buf.B[:0])
-	b = codec.AppendMetaString(b, "reason", reason)
-	codec.EndFrame(b, start, codec.Header{Op: codec.OpLoginAck, Seq: seq, Status: status}, len(b)-start-codec.HeaderSize)
-	h.down.Send(c, b) // the connection's first answer: within any bound
+	buf.B = codec.AppendLoginRefusal(buf.B[:0], seq, status, reason)
+	h.down.Send(c, buf.B) // the connection's first answer: within any bound
 	h.down.CloseAfterFlush(c, status)
-	buf.B = b
 	bytebufferpool.Put(buf)
 }
 

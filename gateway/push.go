@@ -16,22 +16,8 @@ import (
 // encodePush encodes msg once as a PUSH with seq 0; every delivery copies
 // it and stamps the device's seq.
 func encodePush(msg api.Message, group string) *downstream.Push {
-	size := codec.HeaderSize + len(msg.Data) + 2*(1+2+5) + len(msg.ID) + len(group)
-	b, start := codec.BeginFrame(make([]byte, 0, size))
-	if msg.ID != "" {
-		b = codec.AppendMetaString(b, "id", msg.ID)
-	}
-	if group != "" {
-		b = codec.AppendMetaString(b, "group", group)
-	}
-	metaLen := len(b) - start - codec.HeaderSize
-	b = append(b, msg.Data...)
-	h := codec.Header{Op: codec.OpPush, Biz: msg.Biz}
-	if msg.Ack {
-		h.Flags = codec.FlagAckRequired
-	}
-	codec.EndFrame(b, start, h, metaLen)
-	return &downstream.Push{Frame: b}
+	p := codec.Push{Biz: msg.Biz, Ack: msg.Ack, ID: msg.ID, Group: group, Body: msg.Data}
+	return &downstream.Push{Frame: codec.AppendPush(make([]byte, 0, codec.PushSize(&p)), &p)}
 }
 
 // checkSize refuses a push whose frame would exceed -max-frame: a client
