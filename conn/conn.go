@@ -14,6 +14,7 @@ import (
 	"github.com/longlink/longlink/recovery"
 	"github.com/longlink/longlink/websocket"
 	"github.com/valyala/bytebufferpool"
+	"golang.org/x/sys/unix"
 )
 
 // State is where a connection is in its life; see the package doc for the
@@ -260,7 +261,38 @@ func (c *Conn) Terminate(status codec.Status) {
 		var b [4]byte
 		_, _ = c.Write(websocket.AppendClose(b[:0], closeCode(status), ""))
 	}
+	if c.lingerClose() {
+		return
+	}
 	c.nc.Close()
+}
+
+// closeLinger is how long a connection closed while its client was still
+// sending stays half-open for the client to read its last frames: the
+// write timeout a slow consumer is given for its KICK.
+const closeLinger = 10 * time.Second
+
+// lingerClose closes c's sending side and leaves the close of the socket
+// to the client's own close or closeLinger, when the kernel holds input
+// from the client: closing a socket with unread input makes the kernel
+// reset the connection, and a reset makes the client's kernel throw away
+// what it had received and not yet read, the KICK included. Input that
+// arrives meanwhile is read and dropped. It reports false when c can be
+// closed at once.
+func (c *Conn) lingerClose() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.fd < 0 {
+		return false
+	}
+	if n, err := unix.IoctlGetInt(int(c.fd), unix.SIOCINQ); err != nil || n == 0 {
+		return false
+	}
+	if err := syscall.Shutdown(int(c.fd), syscall.SHUT_WR); err != nil {
+		return false
+	}
+	time.AfterFunc(closeLinger, func() { c.nc.Close() })
+	return true
 }
 
 // AppendFrame implements downstream.Conn.
