@@ -117,7 +117,7 @@ func TestReliabilityGracefulShutdown(t *testing.T) {
 	}
 }
 
-// TestReliabilityLoginTimeoutNotEarly: PROTOCOL.md closes a connection
+// TestReliabilityLoginTimeoutNotEarly: docs/protocol.md closes a connection
 // that has not logged in *within* the login timeout, so none may be
 // kicked before it. Connections dialed at staggered moments, measured
 // from the client's side (the server accepts a little later still).

@@ -54,6 +54,7 @@ type options struct {
 	duration              time.Duration
 	rssAbort              int64
 	race                  bool
+	bin                   string
 	extra                 []string
 }
 
@@ -72,6 +73,7 @@ func main() {
 	flag.StringVar(&list, "attacks", "all", "comma-separated attacks to run: "+strings.Join(names(), ", ")+"; or all")
 	flag.Int64Var(&abortMiB, "rss-abort", 1024, "stop a flood once the gateway's RSS is this many `MiB` over idle")
 	flag.BoolVar(&o.race, "race", false, "build the gateway with the race detector")
+	flag.StringVar(&o.bin, "bin", "", "gateway `binary` to start instead of building this tree's (a build before a change, for a run set against it)")
 	flag.StringVar(&extra, "flags", "", "extra gateway flags, space-separated, when it is started here")
 	flag.Parse()
 	o.rssAbort = abortMiB << 20
@@ -178,12 +180,15 @@ func bench(o options, run []attack) error {
 			return err
 		}
 		defer os.RemoveAll(dir)
-		fmt.Fprintln(os.Stderr, "building the gateway...")
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-		bin, err = gatewaytest.BuildBinary(ctx, dir, o.race)
-		cancel()
-		if err != nil {
-			return err
+		bin = o.bin
+		if bin == "" {
+			fmt.Fprintln(os.Stderr, "building the gateway...")
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+			bin, err = gatewaytest.BuildBinary(ctx, dir, o.race)
+			cancel()
+			if err != nil {
+				return err
+			}
 		}
 		certFile, keyFile, pool, err = gatewaytest.WriteCert(dir, "hostile-bench")
 		if err != nil {

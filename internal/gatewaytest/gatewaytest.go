@@ -23,6 +23,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -74,6 +76,35 @@ type Process struct {
 
 // Logs returns everything the gateway wrote so far.
 func (p *Process) Logs() string { return p.logs.String() }
+
+// Pid is the gateway process's id.
+func (p *Process) Pid() int { return p.Cmd.Process.Pid }
+
+// RSS is the gateway's resident set size now, in bytes (VmRSS).
+func (p *Process) RSS() (int64, error) { return VmRSS(p.Pid()) }
+
+// VmRSS reads the resident set size of process pid, in bytes, from the
+// VmRSS line of /proc/<pid>/status (Linux only).
+func VmRSS(pid int) (int64, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			f := strings.Fields(rest) // "12345 kB"
+			if len(f) != 2 || f[1] != "kB" {
+				return 0, fmt.Errorf("/proc/%d/status: odd VmRSS line %q", pid, line)
+			}
+			kb, err := strconv.ParseInt(f[0], 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("/proc/%d/status: %w", pid, err)
+			}
+			return kb << 10, nil
+		}
+	}
+	return 0, fmt.Errorf("/proc/%d/status has no VmRSS line (has the process exited?)", pid)
+}
 
 // Exited delivers the process's exit error (from exec.Cmd.Wait) to the
 // first receiver once it has exited, and is closed after that: later
