@@ -14,7 +14,7 @@ import (
 	"github.com/longlink/longlink/codec"
 )
 
-// fakeGW is a minimal gateway speaking PROTOCOL.md, scripted by the test:
+// fakeGW is a minimal gateway speaking docs/protocol.md, scripted by the test:
 // it lets the client's state machine be tested without the real server,
 // including faults the real one cannot be made to produce on demand.
 type fakeGW struct {

@@ -129,7 +129,7 @@ const (
 // hold at least HeaderSize bytes. It refuses a bad magic, version or op and
 // a declared total size above maxFrame, so the caller never buffers the
 // body of a frame it will refuse. The reserved byte and undefined flag bits
-// are ignored, as PROTOCOL.md names only those faults as BAD_FRAME.
+// are ignored, as docs/protocol.md names only those faults as BAD_FRAME.
 func ParseHeader(b []byte, maxFrame int) (Header, error) {
 	_ = b[HeaderSize-1]
 	if b[0] != Magic0 || b[1] != Magic1 {

@@ -458,7 +458,7 @@ func badFrames() []badFrame {
 
 // TestDecodeErrors feeds every bad frame one byte at a time: the decoder
 // waits (n == 0, nil error) until the fault is visible, then returns a
-// *codec.Error with the status PROTOCOL.md prescribes. Header faults and
+// *codec.Error with the status docs/protocol.md prescribes. Header faults and
 // over-size frames show after the 20 header bytes, whatever the body.
 func TestDecodeErrors(t *testing.T) {
 	for _, bf := range badFrames() {

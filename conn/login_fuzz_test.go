@@ -4,7 +4,7 @@ package conn
 // login, requests, kicks, release) with arbitrary client bytes, delivered
 // in two reads, through a fake netpoll connection whose output goes to a
 // real socket pair. It checks the session against a small model of
-// PROTOCOL.md and checks that nothing is left behind when the connection
+// docs/protocol.md and checks that nothing is left behind when the connection
 // closes.
 
 import (
@@ -207,7 +207,7 @@ type expected struct {
 	resumed   string         // LOGIN_ACK "resumed" meta, "" when absent
 }
 
-// model applies PROTOCOL.md's session rules to the input, frame by frame.
+// model applies docs/protocol.md's session rules to the input, frame by frame.
 func (fh *fuzzHub) model(input []byte) expected {
 	e := expected{unordered: map[string]int{}}
 	loggedIn := false
@@ -396,7 +396,7 @@ func (fh *fuzzHub) run(t *testing.T, input []byte, cut int, e expected) []codec.
 //   - what it writes is whole frames that match the model: LOGIN_ACK
 //     first when the input starts with LOGIN, each PING answered by its
 //     PONG, each REQUEST by its RESPONSE (echo: same body and meta), a
-//     KICK with the status PROTOCOL.md prescribes, nothing after it;
+//     KICK with the status docs/protocol.md prescribes, nothing after it;
 //   - once closed, the connection has left every index: no open or
 //     logged-in connection is counted and the device is not routed here.
 func FuzzLogin(f *testing.F) {

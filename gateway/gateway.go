@@ -180,12 +180,11 @@ func (r *lateResponder) Respond(req *upstream.Request, res upstream.Result) { r.
 // downWorkers is the number of downstream writers for procs Ps when
 // -down-workers is 0: one less than procs, at least 1. A writer in a fan-out
 // never blocks (its system calls are short), so it keeps its P, and the Go
-// runtime polls the network only from an idle P or from sysmon, every
-// 10 ms. With a writer on every P, each network event in a fan-out (a
-// push API call, a login, a PING, netpoll's loop itself) waited for a
-// preemption: on 2 cores, 100 sequential push calls took 1.2 s with two
-// writers and 0.4 s with one (docs/BENCHMARKS.md). The spare P serves
-// the reactor and the API at once.
+// runtime polls the network only from an idle P or from sysmon. With a
+// writer on every P, each network event in a fan-out (a push API call, a
+// login, a PING, netpoll's loop itself) waits for a preemption; the spare
+// P serves the reactor and the API at once (docs/architecture.md, "One
+// downstream writer fewer than Ps").
 func downWorkers(procs int) int { return max(1, procs-1) }
 
 // Start opens the listeners. With -redis the node first subscribes and

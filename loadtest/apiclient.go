@@ -15,7 +15,7 @@ import (
 	"github.com/longlink/longlink/metrics"
 )
 
-// apiClient calls the gateway's HTTP API (DESIGN.md, Push API). Every
+// apiClient calls the gateway's HTTP API (docs/api.md). Every
 // method is safe for concurrent use.
 type apiClient struct {
 	base string // e.g. http://127.0.0.1:7080, no trailing slash

@@ -7,7 +7,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 )
 
-// tokenClaims are the claims of a LOGIN token (PROTOCOL.md, LOGIN): sub is
+// tokenClaims are the claims of a LOGIN token (docs/protocol.md, LOGIN): sub is
 // the device id, app the application, groups the groups to join at login.
 type tokenClaims struct {
 	App    string   `json:"app,omitempty"`

@@ -5,7 +5,7 @@
 // An Entry exists only for a device that has received a push (an idle
 // device costs nothing here). It lives while a connection of the device
 // is attached and for the store's TTL after the last one detaches; past
-// that it is swept, and the device's seq restarts at 1 (PROTOCOL.md,
+// that it is swept, and the device's seq restarts at 1 (docs/protocol.md,
 // Recovery). At most Size pushes are kept per device; pushes the client
 // acknowledged with PUSH_ACK are dropped early.
 //
@@ -128,10 +128,10 @@ type Entry struct {
 
 // item is one kept push: its frame as a pointer and a length, and its
 // seq, in 16 bytes instead of the 32 a slice and a seq take. A device's
-// ring is allocated whole at its first push, so a group push to 15,000
-// new devices allocated 30 MB of rings at once (default -recover-size
-// 64), which paced the GC in the middle of the fan-out; it is now 15 MB,
-// and every device that has received a push holds 1 KiB less.
+// ring is allocated whole at its first push, so a group push allocates a
+// ring for every member that had none at once: their size is paid in
+// the middle of a fan-out, and kept by every device that has received a
+// push (docs/architecture.md, "Recovery state per device").
 type item struct {
 	frame *byte // the frame's first byte; it keeps the whole frame alive
 	n     uint32

@@ -122,10 +122,10 @@ type Options struct {
 	KickFrame func(dst []byte, status codec.Status, reason string) []byte
 }
 
-// DefaultMaxQueue is MaxQueue's default: about a third of a second of a
-// writer's work in a large fan-out, and 70 pushes to a 15,000-member group.
-// A bound of 65,536 kept 9 such pushes in flight per writer, too few for
-// the writes to carry many frames each (docs/configuration.md, -down-queue).
+// DefaultMaxQueue is MaxQueue's default: enough pushes to a large group in
+// flight per writer for each write to carry many frames, and still a
+// fraction of a second of a writer's work (docs/configuration.md,
+// -down-queue).
 const DefaultMaxQueue = 1 << 20
 
 // Group is the downstream task group.
@@ -186,9 +186,9 @@ type worker struct {
 	blocked      map[uint64]Conn // connections whose socket refused bytes, by ID
 	// spareBufs are emptied outbox buffers kept for reuse, up to
 	// maxSpareBytes of capacity (spareBytes). bytebufferpool is a
-	// sync.Pool, which every GC empties: during a fan-out, with a GC every
-	// few hundred milliseconds, each connection's buffer was allocated and
-	// grown again, and that garbage paced the GC (87 MB in a 400-push run).
+	// sync.Pool, which every GC empties: in a fan-out, which runs several
+	// GCs, each connection's buffer would be allocated and grown again, and
+	// that garbage would pace the GC.
 	spareBufs  []*bytebufferpool.ByteBuffer
 	spareBytes int
 	round      counts // this take's counts, published when it ends
@@ -343,10 +343,10 @@ func (w *worker) waitRoom() {
 // PushMany queues p for every connection of ts. Each worker is handed ts
 // whole, as one task, and picks out its own connections by ID when it
 // applies it: neither the caller (a push API call) nor a worker touches a
-// connection that is not its to write. Sorting a 15,000-member group by
-// worker in the caller cost 1.7 ms of cache misses per push. The workers
-// keep ts until they have applied it: the caller must not change it
-// afterwards.
+// connection that is not its to write: sorting a large group by worker in
+// the caller would touch every member, a cache miss each, per push. The
+// workers keep ts until they have applied it: the caller must not change
+// it afterwards.
 func (g *Group) PushMany(ts []Target, p *Push) {
 	share := g.share(len(ts))
 	for _, w := range g.workers {

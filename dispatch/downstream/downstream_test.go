@@ -382,7 +382,7 @@ func TestKick(t *testing.T) {
 	}
 }
 
-// TestKickIsLastFrame: PROTOCOL.md makes KICK the server's last word on a
+// TestKickIsLastFrame: docs/protocol.md makes KICK the server's last word on a
 // connection. Output queued for the connection after the Kick (here in the
 // same batch, so the worker sees it before the KICK is flushed) must not
 // follow the KICK on the wire, and a push queued after it was not

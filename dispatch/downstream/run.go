@@ -4,10 +4,10 @@ package downstream
 // delivered connection by connection.
 //
 // Copying each push into every outbox as it arrives (push-major) touches
-// each member's outbox, buffer and recovery entry once per push: in a
-// 15,000-member group those are cache misses (most of the 18 % of the
-// gateway's CPU that its own code took in a fan-out profile), and each
-// member is touched again when it is written. A run turns that around. Pushes to the list the run walks are
+// each member's outbox, buffer and recovery entry once per push, and in a
+// large group those are cache misses; each member is touched again when
+// it is written (docs/architecture.md, "A group push is written member by
+// member"). A run turns that around. Pushes to the list the run walks are
 // only queued (join); a cursor walks the list and, at each of the worker's
 // members, copies every push the member has not had yet and writes them
 // at once (visit). A member is touched once per write, however many

@@ -14,9 +14,9 @@ import (
 // a blocked socket is registered for a single EPOLLOUT report
 // (EPOLLONESHOT), and the report hands the connection's ID back to its
 // worker. A full socket then costs nothing until the kernel has room for
-// it; retrying every blocked socket on a 2 ms timer cost one write system
-// call per socket each time, 500 per second for as long as a slow
-// reader stayed slow (up to the write timeout).
+// it, where retrying blocked sockets on a timer costs a write system call
+// per socket per tick for as long as a slow reader stays slow
+// (docs/BENCHMARKS.md, "Stalled readers").
 //
 // The instance is the gateway's own, beside netpoll's: netpoll watches the
 // same sockets for reading, and an epoll set may hold a descriptor that

@@ -1,6 +1,6 @@
 // Package upstream forwards REQUEST frames to business backends and hands
 // their answers back to the gateway: the upstream half of the dispatch
-// layer in DESIGN.md.
+// layer in docs/architecture.md.
 //
 // # One forwarding group per business
 //
