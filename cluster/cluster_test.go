@@ -149,10 +149,17 @@ func TestRegistryRun(t *testing.T) {
 	}
 	a.conns.Store(7)
 	time.Sleep(500 * time.Millisecond)
+	sawA := false
 	for _, n := range b.reg.Nodes() {
-		if n.Node == "a" && n.Conns != 7 {
-			t.Errorf("b sees a with %d connections, want 7", n.Conns)
+		if n.Node == "a" {
+			sawA = true
+			if n.Conns != 7 {
+				t.Errorf("b sees a with %d connections, want 7", n.Conns)
+			}
 		}
+	}
+	if !sawA {
+		t.Errorf("b's node list %+v lacks a", b.reg.Nodes())
 	}
 	cancel()
 	wg.Wait()

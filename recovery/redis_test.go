@@ -282,13 +282,35 @@ func TestRedisSharedStore(t *testing.T) {
 	}
 }
 
+// TestRedisSharedExpiry: a saved state carries the store's TTL in Redis,
+// and once Redis has expired it, Take finds nothing.
 func TestRedisSharedExpiry(t *testing.T) {
-	r, _ := sharedRedis(t, 4, 200*time.Millisecond)
+	const ttl = 200 * time.Millisecond
+	r, rdb := sharedRedis(t, 4, ttl)
 	ctx := t.Context()
-	r.Save(ctx, "dev", recovery.State{Seq: 1})
-	time.Sleep(300 * time.Millisecond)
-	if _, ok, _ := r.Take(ctx, "dev"); ok {
-		t.Fatal("state outlived its TTL")
+	if err := r.Save(ctx, "dev", recovery.State{Seq: 1}); err != nil {
+		t.Fatalf("Save: %v", err)
+	}
+	left, err := rdb.PTTL(ctx, "longlink:rs:dev").Result()
+	if err != nil || left <= 0 || left > ttl {
+		t.Fatalf("saved state's TTL %v (err %v), want within (0, %v]", left, err, ttl)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		n, err := rdb.Exists(ctx, "longlink:rs:dev").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("state outlived its TTL by seconds")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, ok, err := r.Take(ctx, "dev"); ok || err != nil {
+		t.Fatalf("Take after the TTL = %v, %v; want nothing, no error", ok, err)
 	}
 }
 

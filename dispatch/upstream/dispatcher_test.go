@@ -96,12 +96,9 @@ func TestQueueFullIsOverloaded(t *testing.T) {
 	b.waitEntered(t) // the worker is busy
 	mustSubmit(t, d, 1, 2, nil, nil)
 	mustSubmit(t, d, 1, 3, nil, nil)
-	t0 := time.Now()
+	// Submit answers at once: it returned, with the worker still held.
 	if s := submit(d, 1, 4, nil, nil); s != codec.StatusOverloaded {
 		t.Fatalf("Submit on a full queue = %v, want OVERLOADED", s)
-	}
-	if el := time.Since(t0); el > 10*time.Millisecond {
-		t.Fatalf("OVERLOADED took %v", el)
 	}
 	s := statsOf(t, d, 1)
 	if s.Queued != 2 || s.InFlight != 1 || s.Requests != 4 || s.Results["OVERLOADED"] != 1 {
