@@ -386,6 +386,17 @@ func (c *Conn) FrameLen(b []byte) int {
 func (c *Conn) Cut(status codec.Status) {
 	if c.setState(StateClosing, status) {
 		c.hub.countKick(status)
+		c.unlist()
+	}
+}
+
+// unlist takes a cut-off connection out of the device and group indexes
+// at once, not at its close: it may stay open for closeLinger while its
+// KICK waits for the socket, and meanwhile pushes must find the device
+// offline (and keep them for its resume) rather than count it delivered.
+func (c *Conn) unlist() {
+	if c.device != "" {
+		c.hub.reg.remove(c)
 	}
 }
 
@@ -411,6 +422,7 @@ func (c *Conn) cutOff() {
 		return
 	}
 	c.hub.countKick(codec.StatusSlowConsumer)
+	c.unlist()
 	c.hub.down.Cut(c, codec.StatusSlowConsumer, "outbound queue overflowed")
 }
 

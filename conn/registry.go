@@ -133,8 +133,8 @@ func (r *registry) join(group string, c *Conn) {
 	s := r.device(c.device)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if c.State() == StateClosed {
-		return // released already; it must not re-enter an index
+	if c.State() >= StateClosing {
+		return // kicked or released: it must not re-enter an index
 	}
 	for _, g := range c.groups {
 		if g == group {
