@@ -56,26 +56,7 @@ type server struct {
 // ports; extra flags are appended (later flags win).
 func startServer(t *testing.T, extra ...string) *server {
 	t.Helper()
-	node := "e2e-" + strings.ReplaceAll(t.Name(), "/", "-")
-	args := []string{
-		"-listen", "127.0.0.1:0", "-ws-listen", "", "-api-listen", "127.0.0.1:0",
-		"-node", node, "-api-key", testAPIKey, "-jwt-secret", testSecret, "-biz", "1=echo",
-	}
-	args = append(args, extra...)
-	want := gatewaytest.Listeners{TCP: true, API: true}
-	for i, a := range extra {
-		if i+1 < len(extra) && extra[i+1] != "" {
-			want.WS = want.WS || a == "-ws-listen"
-			want.TLS = want.TLS || a == "-tls-listen"
-		}
-	}
-	p, err := gatewaytest.Start(gatewayBin, args, want)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &server{Process: p, t: t, Node: node}
-	t.Cleanup(func() { s.stop() })
-	return s
+	return startServerBin(t, gatewayBin, extra...)
 }
 
 // stop terminates the gateway with SIGTERM and waits for it.

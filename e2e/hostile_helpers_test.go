@@ -79,7 +79,8 @@ func plainGateway(t *testing.T) string {
 	return plainBin.path
 }
 
-// startServerBin is startServer running bin.
+// startServerBin runs the gateway binary bin with the test secrets on free
+// loopback ports; extra flags are appended (later flags win).
 func startServerBin(t *testing.T, bin string, extra ...string) *server {
 	t.Helper()
 	node := "e2e-" + strings.ReplaceAll(t.Name(), "/", "-")
