@@ -96,7 +96,6 @@ type shard struct {
 	mu    sync.Mutex
 	m     map[Source]source
 	swept int64 // milliseconds since start of the last sweep
-	_     [32]byte
 }
 
 type source struct {

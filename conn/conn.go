@@ -270,7 +270,7 @@ func (c *Conn) Terminate(status codec.Status) {
 // closeLinger is how long a connection closed while its client was still
 // sending stays half-open for the client to read its last frames: the
 // write timeout a slow consumer is given for its KICK.
-const closeLinger = 10 * time.Second
+const closeLinger = downstream.DefaultWriteTimeout
 
 // lingerClose closes c's sending side and leaves the close of the socket
 // to the client's own close or closeLinger, when the kernel holds input

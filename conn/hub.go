@@ -218,7 +218,7 @@ func (h *Hub) prepare(nc netpoll.Connection, kind Transport) context.Context {
 		}
 	}
 	if status != codec.StatusOK {
-		h.refuse(nc, fd, kind, status, reason)
+		h.turnAway(nc, fd, kind, status, reason)
 		return ctx
 	}
 	c := &Conn{id: h.nextID.Add(1), hub: h, nc: nc, fd: int32(fd), kind: kind, wslot: -1}
@@ -236,9 +236,9 @@ func (h *Hub) prepare(nc netpoll.Connection, kind Transport) context.Context {
 	return c
 }
 
-// refuse turns away a connection that was never admitted. A TCP client
-// is told why; a WebSocket or TLS client cannot read a KICK yet.
-func (h *Hub) refuse(nc netpoll.Connection, fd int, kind Transport, status codec.Status, reason string) {
+// turnAway closes a connection that was never admitted. A TCP client is
+// told why; a WebSocket or TLS client cannot read a KICK yet.
+func (h *Hub) turnAway(nc netpoll.Connection, fd int, kind Transport, status codec.Status, reason string) {
 	h.refused.Add(1)
 	if fd >= 0 && kind == TCP && reason != "" {
 		// The socket is new and its buffer empty: one small write

@@ -128,6 +128,9 @@ type Options struct {
 // -down-queue).
 const DefaultMaxQueue = 1 << 20
 
+// DefaultWriteTimeout is Options.WriteTimeout's default.
+const DefaultWriteTimeout = 10 * time.Second
+
 // Group is the downstream task group.
 type Group struct {
 	start   time.Time // for millis
@@ -222,7 +225,7 @@ func New(opts Options) (*Group, error) {
 		opts.Retry = time.Second
 	}
 	if opts.WriteTimeout <= 0 {
-		opts.WriteTimeout = 10 * time.Second
+		opts.WriteTimeout = DefaultWriteTimeout
 	}
 	if opts.MaxQueue <= 0 {
 		opts.MaxQueue = DefaultMaxQueue
