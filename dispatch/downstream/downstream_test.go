@@ -512,9 +512,8 @@ func TestSlowConsumer(t *testing.T) {
 		}
 		return nil
 	})
-	if slow.terminated() {
-		t.Fatal("slow conn closed before its KICK was written")
-	}
+	// It may be closed already if its kernel buffers had room for the
+	// KICK; what it reads below must end with the KICK either way.
 
 	fs := rf.waitFrames(t, pushes, waitLong)
 	for k, f := range fs {
