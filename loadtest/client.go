@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/longlink/longlink/codec"
+	gws "github.com/longlink/longlink/websocket"
 )
 
 // slot is one simulated device: its id and its current connection. The
@@ -109,9 +110,9 @@ var wsBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 // not counted: the answer to a close races the server's own close, and a
 // broken connection shows on the next read anyway.
 func (c *client) sendControl(op byte, payload []byte) {
-	var b [wsMaxHeader + 125]byte
+	var b [gws.MaxHeader + 125]byte
 	c.wmu.Lock()
-	_ = c.writeRawQuiet(wsAppendFrame(b[:0], op, payload, wsMaskKey()), true)
+	_ = c.writeRawQuiet(gws.AppendClientFrame(b[:0], op, payload, gws.NewMask()), true)
 	c.wmu.Unlock()
 }
 
@@ -226,31 +227,34 @@ func (c *client) nextWSMessage() (msg []byte, ok bool, err error) {
 	max := c.r.cfg.MaxFrame
 	for {
 		b := c.rbuf[c.rs:c.re]
-		h, n, err := wsParseHeader(b, max)
+		h, n, err := gws.ParseServerHeader(b, max)
+		if errors.Is(err, gws.ErrTooBig) {
+			return nil, false, fmt.Errorf("%w: above -max-frame %d", err, max)
+		}
 		if err != nil {
 			return nil, false, err
 		}
 		if n == 0 {
-			c.need = wsMaxHeader
+			c.need = gws.MaxHeader
 			return nil, false, nil
 		}
-		if len(b) < n+h.len {
-			c.need = n + h.len
+		if len(b) < n+h.Len {
+			c.need = n + h.Len
 			return nil, false, nil
 		}
-		payload := b[n : n+h.len : n+h.len]
-		c.rs += n + h.len
-		switch h.op {
-		case wsOpBinary:
+		payload := b[n : n+h.Len : n+h.Len]
+		c.rs += n + h.Len
+		switch h.Op {
+		case gws.OpBinary:
 			if c.frag != nil {
 				return nil, false, errors.New("websocket: a new message began inside a fragmented one")
 			}
-			if !h.fin {
+			if !h.Fin {
 				c.frag = append(make([]byte, 0, 2*len(payload)), payload...)
 				continue
 			}
 			return payload, true, nil
-		case wsOpContinuation:
+		case gws.OpContinuation:
 			if c.frag == nil {
 				return nil, false, errors.New("websocket: continuation without a message")
 			}
@@ -258,25 +262,25 @@ func (c *client) nextWSMessage() (msg []byte, ok bool, err error) {
 				return nil, false, fmt.Errorf("websocket: message above -max-frame %d", max)
 			}
 			c.frag = append(c.frag, payload...)
-			if !h.fin {
+			if !h.Fin {
 				continue
 			}
 			msg := c.frag
 			c.frag = nil
 			return msg, true, nil
-		case wsOpText:
+		case gws.OpText:
 			return nil, false, errors.New("websocket: text message from the server")
-		case wsOpPing:
-			c.sendControl(wsOpPong, payload)
-		case wsOpPong:
-		case wsOpClose:
-			code := uint16(wsCloseNormal)
+		case gws.OpPing:
+			c.sendControl(gws.OpPong, payload)
+		case gws.OpPong:
+		case gws.OpClose:
+			code := uint16(gws.CloseNormal)
 			if len(payload) >= 2 {
 				code = binary.BigEndian.Uint16(payload)
 			}
 			var cb [2]byte
 			binary.BigEndian.PutUint16(cb[:], code)
-			c.sendControl(wsOpClose, cb[:])
+			c.sendControl(gws.OpClose, cb[:])
 			if len(payload) > 2 {
 				return nil, false, fmt.Errorf("%w (%d %q)", errWSClosed, code, payload[2:])
 			}
@@ -337,18 +341,18 @@ func (c *client) fill(need int) error {
 
 // upgrade makes the WebSocket opening handshake (before LOGIN). What the
 // server sends right behind its answer stays in rbuf.
-func (c *client) upgrade(host string) error { return c.upgradeWithKey(host, wsNewKey()) }
+func (c *client) upgrade(host string) error { return c.upgradeWithKey(host, gws.NewKey()) }
 
 func (c *client) upgradeWithKey(host, key string) error {
 	c.wmu.Lock()
-	err := c.writeRaw(wsAppendUpgrade(make([]byte, 0, 256), host, "/", key))
+	err := c.writeRaw(gws.AppendHandshake(make([]byte, 0, 256), host, "/", key))
 	c.wmu.Unlock()
 	if err != nil {
 		return err
 	}
 	_ = c.nc.SetReadDeadline(time.Now().Add(c.r.cfg.DialTimeout))
 	for {
-		n, err := wsCheckUpgrade(c.rbuf[c.rs:c.re], key)
+		n, err := gws.ParseAccept(c.rbuf[c.rs:c.re], key)
 		if err != nil {
 			return err
 		}
@@ -356,7 +360,7 @@ func (c *client) upgradeWithKey(host, key string) error {
 			c.rs += n
 			return nil
 		}
-		if err := c.fill(min(c.re-c.rs+512, wsMaxUpgradeAnswer)); err != nil {
+		if err := c.fill(min(c.re-c.rs+512, gws.MaxAccept)); err != nil {
 			return err
 		}
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/longlink/longlink/api"
 	"github.com/longlink/longlink/codec"
 	"github.com/longlink/longlink/metrics"
+	gws "github.com/longlink/longlink/websocket"
 )
 
 // fakeGateway is a small, goroutine-per-connection implementation of the
@@ -227,11 +228,11 @@ func (g *fakeGateway) serveStream(nc net.Conn) {
 
 // serveWS serves a WebSocket connection: one frame per binary message.
 func (g *fakeGateway) serveWS(w http.ResponseWriter, r *http.Request) {
-	ws, err := cws.Accept(w, r, &cws.AcceptOptions{Subprotocols: []string{wsSubprotocol}})
+	ws, err := cws.Accept(w, r, &cws.AcceptOptions{Subprotocols: []string{gws.Subprotocol}})
 	if err != nil {
 		return
 	}
-	if ws.Subprotocol() != wsSubprotocol {
+	if ws.Subprotocol() != gws.Subprotocol {
 		_ = ws.Close(cws.StatusPolicyViolation, "subprotocol longlink.v1 required")
 		return
 	}

@@ -12,7 +12,8 @@ import (
 //
 //   - tcp: frames back to back on the socket (-addr);
 //   - ws: a WebSocket (ws://<-ws-addr>/, subprotocol longlink.v1), each
-//     frame in its own binary message; the framing is in wsframe.go;
+//     frame in its own binary message (wsframe.go), framed by package
+//     websocket's client side;
 //   - tls: frames back to back inside TLS (-tls-addr), crypto/tls over the
 //     socket.
 //

@@ -12,10 +12,11 @@ import (
 
 	cws "github.com/coder/websocket"
 	"github.com/longlink/longlink/codec"
+	gws "github.com/longlink/longlink/websocket"
 )
 
 // TestWSClientCost measures what one idle, logged-in WebSocket connection
-// costs the generator with its own framing (wsframe.go) and with
+// costs the generator with its own framing (package websocket) and with
 // github.com/coder/websocket, against the real gateway. It is how the
 // generator's choice was made (docs/transports.md); it runs only when
 // LONGLINK_WSCOST is set to the number of connections:
@@ -86,7 +87,7 @@ func TestWSClientCost(t *testing.T) {
 		var wg sync.WaitGroup
 		for i := range conns {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			c, _, err := cws.Dial(ctx, "ws://"+g.ws+"/", &cws.DialOptions{Subprotocols: []string{wsSubprotocol}})
+			c, _, err := cws.Dial(ctx, "ws://"+g.ws+"/", &cws.DialOptions{Subprotocols: []string{gws.Subprotocol}})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -14,12 +14,11 @@ import (
 	gws "github.com/longlink/longlink/websocket"
 )
 
-// The generator's client framing is checked against the gateway's own
-// server side (package websocket): what the generator writes must parse
-// there as masked client frames, and what the gateway writes must parse
-// here.
-
-var wsSizes = []int{0, 1, 7, 8, 9, 125, 126, 127, 1000, 0xFFFF, 0x10000, 70000}
+// The client side of RFC 6455 is package websocket's, tested there. Here:
+// Longlink over it (one frame per message) and the client's reader,
+// against the gateway's own server side (package websocket): what the
+// generator writes must parse there as masked client frames, and what the
+// gateway writes must parse here.
 
 func pattern(n int) []byte {
 	p := make([]byte, n)
@@ -27,102 +26,6 @@ func pattern(n int) []byte {
 		p[i] = byte(i*7 + 3)
 	}
 	return p
-}
-
-func TestWSClientFrameParsesAtTheGateway(t *testing.T) {
-	for _, n := range wsSizes {
-		p := pattern(n)
-		key := uint32(0xA1B2C3D4) + uint32(n)
-		b := wsAppendFrame(nil, wsOpBinary, p, key)
-		h, hn, err := gws.ParseHeader(b, 1<<20)
-		if err != nil || hn == 0 {
-			t.Fatalf("size %d: gateway parse: n %d err %v", n, hn, err)
-		}
-		if !h.Fin || h.Op != gws.OpBinary || !h.Masked || h.Len != n || hn+n != len(b) {
-			t.Fatalf("size %d: header %+v (n %d, frame %d bytes)", n, h, hn, len(b))
-		}
-		if binary.BigEndian.Uint32(h.Mask[:]) != key {
-			t.Fatalf("size %d: mask %x, want %x", n, h.Mask, key)
-		}
-		if n > 0 && bytes.Equal(b[hn:], p) && key != 0 {
-			t.Fatalf("size %d: payload not masked", n)
-		}
-		got := append([]byte(nil), b[hn:]...)
-		gws.Unmask(got, h.Mask)
-		if !bytes.Equal(got, p) {
-			t.Fatalf("size %d: payload differs after unmasking", n)
-		}
-		// Every proper prefix is incomplete, never an error.
-		for cut := 0; cut < hn; cut++ {
-			if _, k, err := gws.ParseHeader(b[:cut], 1<<20); k != 0 || err != nil {
-				t.Fatalf("size %d, prefix %d: n %d err %v", n, cut, k, err)
-			}
-		}
-	}
-}
-
-func TestWSMask(t *testing.T) {
-	for n := range 40 {
-		p := pattern(n)
-		want := append([]byte(nil), p...)
-		k := [4]byte{0x11, 0x22, 0x33, 0x44}
-		for i := range want {
-			want[i] ^= k[i&3]
-		}
-		got := append([]byte(nil), p...)
-		wsMask(got, binary.BigEndian.Uint32(k[:]))
-		if !bytes.Equal(got, want) {
-			t.Fatalf("len %d: %x, want %x", n, got, want)
-		}
-		wsMask(got, binary.BigEndian.Uint32(k[:]))
-		if !bytes.Equal(got, p) {
-			t.Fatalf("len %d: masking twice is not the identity", n)
-		}
-	}
-}
-
-func TestWSParseServerFrame(t *testing.T) {
-	const max = 1 << 20
-	for _, n := range wsSizes {
-		b := append(gws.AppendHeader(nil, gws.OpBinary, n), pattern(n)...)
-		h, hn, err := wsParseHeader(b, max)
-		if err != nil || hn == 0 || !h.fin || h.op != wsOpBinary || h.len != n || hn+n != len(b) {
-			t.Fatalf("size %d: %+v n %d err %v", n, h, hn, err)
-		}
-		for cut := 0; cut < hn; cut++ {
-			if _, k, err := wsParseHeader(b[:cut], max); k != 0 || err != nil {
-				t.Fatalf("size %d, prefix %d: n %d err %v", n, cut, k, err)
-			}
-		}
-	}
-	close := gws.AppendClose(nil, gws.CloseProtocol, "bad")
-	if h, n, err := wsParseHeader(close, max); err != nil || h.op != wsOpClose || h.len != 5 || n != 2 {
-		t.Fatalf("close: %+v %d %v", h, n, err)
-	}
-	bad := []struct {
-		name string
-		b    []byte
-		max  int
-	}{
-		{"masked", []byte{0x82, 0x81, 1, 2, 3, 4, 0}, max},
-		{"rsv1", []byte{0xC2, 0x00}, max},
-		{"rsv3", []byte{0x92, 0x00}, max},
-		{"opcode 3", []byte{0x83, 0x00}, max},
-		{"opcode 0xB", []byte{0x8B, 0x00}, max},
-		{"fragmented ping", []byte{0x09, 0x00}, max},
-		{"long close", []byte{0x88, 126, 0, 126}, max},
-		{"non-minimal 16-bit", []byte{0x82, 126, 0, 125}, max},
-		{"non-minimal 64-bit", []byte{0x82, 127, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF}, max},
-		{"64-bit high bit", []byte{0x82, 127, 0x80, 0, 0, 0, 0, 1, 0, 0}, max},
-		{"above max", []byte{0x82, 126, 0x01, 0x00}, 255},
-		{"above max, 7-bit", []byte{0x82, 100}, 99},
-		{"above max, 64-bit", []byte{0x82, 127, 0, 0, 0, 0, 0, 2, 0, 0}, 0x1FFFF},
-	}
-	for _, c := range bad {
-		if _, n, err := wsParseHeader(c.b, c.max); err == nil {
-			t.Errorf("%s: accepted (n %d)", c.name, n)
-		}
-	}
 }
 
 // TestWSAppendMessages: pipelined frames go out one per message.
@@ -149,52 +52,6 @@ func TestWSAppendMessages(t *testing.T) {
 	}
 	if len(b) != 0 {
 		t.Fatalf("%d bytes left over", len(b))
-	}
-}
-
-func TestWSUpgrade(t *testing.T) {
-	// RFC 6455 section 1.3.
-	if got := wsAccept("dGhlIHNhbXBsZSBub25jZQ=="); got != "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" {
-		t.Fatalf("accept %q", got)
-	}
-	key := wsNewKey()
-	if k2 := wsNewKey(); k2 == key {
-		t.Fatal("two equal keys")
-	}
-	req := wsAppendUpgrade(nil, "127.0.0.1:7001", "/", key)
-	hs, n, err := gws.ParseHandshake(req)
-	if err != nil || n != len(req) || string(hs.Key) != key || !hs.Subprotocol {
-		t.Fatalf("gateway parse: %+v n %d/%d err %v", hs, n, len(req), err)
-	}
-	ans := gws.AppendAccept(nil, hs)
-	rest := codec.AppendFrame(nil, codec.Header{Op: codec.OpPong}, nil, nil)
-	for cut := range len(ans) {
-		if n, err := wsCheckUpgrade(ans[:cut], key); n != 0 || err != nil {
-			t.Fatalf("prefix %d: n %d err %v", cut, n, err)
-		}
-	}
-	if n, err := wsCheckUpgrade(append(append([]byte(nil), ans...), rest...), key); err != nil || n != len(ans) {
-		t.Fatalf("accept: n %d/%d err %v", n, len(ans), err)
-	}
-	if _, err := wsCheckUpgrade(ans, wsNewKey()); err == nil {
-		t.Error("accepted the answer to another key")
-	}
-	bad := map[string]string{
-		"refused":      "HTTP/1.1 400 Bad Request\r\nContent-Length: 3\r\n\r\nbad",
-		"no upgrade":   "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " + wsAccept(key) + "\r\n\r\n",
-		"extension":    string(ans[:len(ans)-2]) + "Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n",
-		"subprotocol":  "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " + wsAccept(key) + "\r\nSec-WebSocket-Protocol: other\r\n\r\n",
-		"not http":     "SSH-2.0-OpenSSH\r\n\r\n",
-		"bad line":     "HTTP/1.1 101 Switching Protocols\r\nnonsense\r\n\r\n",
-		"long headers": "HTTP/1.1 101 Switching Protocols\r\nX: " + strings.Repeat("a", wsMaxUpgradeAnswer),
-	}
-	for name, a := range bad {
-		if _, err := wsCheckUpgrade([]byte(a), key); err == nil {
-			t.Errorf("%s: accepted", name)
-		}
-	}
-	if _, err := wsCheckUpgrade([]byte("HTTP/1.1 101 Switching Protocols\r\nupgrade: WebSocket\r\nconnection: keep-alive, Upgrade\r\nsec-websocket-accept: "+wsAccept(key)+"\r\n\r\n"), key); err != nil {
-		t.Errorf("answer without subprotocol, other spelling: %v", err)
 	}
 }
 
@@ -279,7 +136,7 @@ func TestClientReadsWebSocket(t *testing.T) {
 		c := &client{r: r, nc: mc, rbuf: make([]byte, initialReadBuf)}
 		// The upgrade: the first message comes right behind the answer,
 		// and must stay in the buffer.
-		key := wsNewKey()
+		key := gws.NewKey()
 		mc.in = append(gws.AppendAccept(nil, gws.Handshake{Key: []byte(key), Subprotocol: true}), script...)
 		if err := c.upgradeWithKey("h:1", key); err != nil {
 			t.Fatalf("chunk %d: upgrade: %v", chunk, err)
@@ -311,7 +168,7 @@ func TestClientReadsWebSocket(t *testing.T) {
 			t.Fatalf("chunk %d: body sizes %v", chunk, sizes)
 		}
 		ops, payloads := readClientFrames(t, mc.out.Bytes())
-		if len(ops) != 2 || ops[0] != wsOpPong || string(payloads[0]) != "hb" || ops[1] != wsOpClose ||
+		if len(ops) != 2 || ops[0] != gws.OpPong || string(payloads[0]) != "hb" || ops[1] != gws.OpClose ||
 			binary.BigEndian.Uint16(payloads[1]) != gws.CloseGoingAway {
 			t.Fatalf("chunk %d: client answered %v %q", chunk, ops, payloads)
 		}
@@ -330,6 +187,7 @@ func TestClientRefusesBadWebSocket(t *testing.T) {
 		"message inside fragments":  append(serverFragment(gws.OpBinary, false, pong[:5]), serverMessage(gws.OpBinary, pong)...),
 		"bad protocol frame":        serverMessage(gws.OpBinary, []byte("not a longlink frame at all")),
 		"masked":                    {0x82, 0x80, 1, 2, 3, 4},
+		"above -max-frame":          {0x82, 127, 0, 0, 0, 0, 0, 2, 0, 0},
 	}
 	for name, script := range cases {
 		r := &runner{cfg: &Config{MaxFrame: codec.DefaultMaxFrame}, ws: true}

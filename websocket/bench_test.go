@@ -58,6 +58,50 @@ func BenchmarkUnmask(b *testing.B) {
 	}
 }
 
+func BenchmarkParseServerHeader(b *testing.B) {
+	for _, size := range []int{16, 1000, 70000} {
+		frame := append(ws.AppendHeader(nil, ws.OpBinary, size), payloadOf(size)...)
+		b.Run(fmt.Sprintf("len=%d", size), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				h, n, err := ws.ParseServerHeader(frame, testMax)
+				if err != nil || n == 0 {
+					b.Fatal(n, err)
+				}
+				sink += h.Len
+			}
+		})
+	}
+}
+
+// BenchmarkAppendClientFrame is the generator's cost of one message:
+// the header, the copy and the mask, into a reused buffer.
+func BenchmarkAppendClientFrame(b *testing.B) {
+	for _, size := range []int{64, 4096} {
+		p := payloadOf(size)
+		buf := make([]byte, 0, ws.MaxHeader+size)
+		b.Run(fmt.Sprintf("size=%s", sizeName(size)), func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(size))
+			for b.Loop() {
+				buf = ws.AppendClientFrame(buf[:0], ws.OpBinary, p, testMask)
+			}
+			sink += len(buf)
+		})
+	}
+}
+
+func BenchmarkParseAccept(b *testing.B) {
+	ans := ws.AppendAccept(nil, ws.Handshake{Key: []byte(rfcKey), Subprotocol: true})
+	b.ReportAllocs()
+	b.SetBytes(int64(len(ans)))
+	for b.Loop() {
+		if n, err := ws.ParseAccept(ans, rfcKey); err != nil || n != len(ans) {
+			b.Fatal(n, err)
+		}
+	}
+}
+
 func BenchmarkParseHandshake(b *testing.B) {
 	reqs := []struct {
 		name string

@@ -99,20 +99,7 @@ func FuzzParseHeader(f *testing.F) {
 			if decided < 0 && (perr != nil || pn != 0) {
 				decided = i
 			}
-			switch {
-			case perr != nil:
-				if perr != err {
-					t.Fatalf("prefix of %d: %v, whole input: n=%d err=%v", i, perr, n, err)
-				}
-			case pn == 0:
-				if err == nil && n != 0 && i >= n {
-					t.Fatalf("prefix of %d incomplete, whole input parsed with n=%d", i, n)
-				}
-			default:
-				if pn != n || ph != h || err != nil {
-					t.Fatalf("prefix of %d: n=%d h=%+v, whole input: n=%d h=%+v err=%v", i, pn, ph, n, h, err)
-				}
-			}
+			checkPrefix(t, i, ph, pn, perr, h, n, err)
 		}
 	})
 }
@@ -290,4 +277,164 @@ func aliases(b, sub []byte) bool {
 		}
 	}
 	return false
+}
+
+// The seed corpora of the client side are in
+// testdata/fuzz/FuzzParseServerHeader (a server frame for every opcode
+// and length form, a fragment, and each kind of invalid header, masked
+// included) and testdata/fuzz/FuzzParseAccept (the package's own answer
+// to rfcKey, other spellings, and each kind of refusal).
+
+// FuzzParseServerHeader checks ParseServerHeader on arbitrary bytes and
+// limits: it never panics; a parsed header is unmasked, within the limit
+// and exactly the canonical encoding of its fields; it agrees with
+// ParseHeader on the same header with a mask key inserted (the two sides
+// differ in the mask only); and parsing is monotonic, as FuzzParseHeader
+// checks.
+func FuzzParseServerHeader(f *testing.F) {
+	f.Fuzz(func(t *testing.T, data []byte, max32 uint32) {
+		max := int(max32)
+		h, n, err := ws.ParseServerHeader(data, max)
+		if n < 0 || n > len(data) {
+			t.Fatalf("n=%d for %d bytes", n, len(data))
+		}
+		switch {
+		case err != nil:
+			if n != 0 {
+				t.Fatalf("n=%d with error %v", n, err)
+			}
+			e, ok := err.(*ws.Error)
+			if !ok || e.Status != 0 || (e.Code != ws.CloseProtocol && e.Code != ws.CloseTooBig) {
+				t.Fatalf("error %#v", err)
+			}
+			if (e.Code == ws.CloseTooBig) != (err == ws.ErrTooBig) {
+				t.Fatalf("too big but not ErrTooBig: %v", err)
+			}
+		case n == 0:
+			if len(data) >= 2 && len(data) >= headerLen(data)-4 {
+				t.Fatalf("incomplete with %d bytes, header is %d", len(data), headerLen(data)-4)
+			}
+		default:
+			if n != headerLen(data)-4 {
+				t.Fatalf("n=%d, header is %d", n, headerLen(data)-4)
+			}
+			if h.Masked || h.Mask != ([4]byte{}) || h.Len < 0 || h.Len > max {
+				t.Fatalf("accepted %+v, max %d", h, max)
+			}
+			canon := ws.AppendHeader(nil, h.Op, h.Len)
+			if !h.Fin {
+				canon[0] &^= 0x80
+			}
+			if !bytes.Equal(canon, data[:n]) {
+				t.Fatalf("header % x parsed as %+v, which encodes as % x", data[:n], h, canon)
+			}
+		}
+
+		// The same header from a client: mask bit set, a key after the
+		// length. ParseHeader must say what ParseServerHeader said, but
+		// for the mask.
+		if len(data) >= 2 && data[1]&0x80 == 0 {
+			hl := headerLen(data) - 4
+			masked := append([]byte{data[0], data[1] | 0x80}, data[2:min(len(data), hl)]...)
+			if len(data) >= hl {
+				masked = append(append(masked, testMask[:]...), data[hl:]...)
+			}
+			ch, cn, cerr := ws.ParseHeader(masked, max)
+			switch {
+			case err != nil || cerr != nil:
+				if cerr != err {
+					t.Fatalf("server side: %v, client side: %v", err, cerr)
+				}
+			case n == 0:
+				// The client side waits for the mask key too.
+				if cn != 0 && len(data) < hl {
+					t.Fatalf("server side incomplete, client side n=%d", cn)
+				}
+			default:
+				if cn != n+4 || ch.Fin != h.Fin || ch.Op != h.Op || ch.Len != h.Len || ch.Mask != testMask {
+					t.Fatalf("server side %+v n=%d, client side %+v n=%d", h, n, ch, cn)
+				}
+			}
+		} else if len(data) >= 2 && err == nil {
+			t.Fatalf("accepted a masked header % x (n=%d)", data[:2], n)
+		}
+
+		// Monotonic in the input: incomplete, then decided for good.
+		for i := 0; i < len(data); i++ {
+			ph, pn, perr := ws.ParseServerHeader(data[:i], max)
+			checkPrefix(t, i, ph, pn, perr, h, n, err)
+		}
+	})
+}
+
+// FuzzParseAccept checks ParseAccept, for rfcKey, on arbitrary bytes: it
+// never panics; an accepted answer is consumed exactly up to its first
+// blank line, within MaxAccept, is a 101 and carries rfcKey's accept
+// value; an incomplete one has no blank line and is under the limit; and
+// every prefix (the answer split into two reads) is incomplete or gives
+// the whole input's answer.
+func FuzzParseAccept(f *testing.F) {
+	f.Fuzz(func(t *testing.T, data []byte) {
+		n, err := ws.ParseAccept(data, rfcKey)
+		end := bytes.Index(data, []byte("\r\n\r\n"))
+		switch {
+		case err != nil:
+			if n != 0 {
+				t.Fatalf("n=%d with error %v", n, err)
+			}
+			if end < 0 && len(data) < ws.MaxAccept {
+				t.Fatalf("error %v before the answer is complete", err)
+			}
+		case n == 0:
+			if end >= 0 || len(data) >= ws.MaxAccept {
+				t.Fatalf("incomplete with %d bytes, blank line at %d", len(data), end)
+			}
+		default:
+			if end < 0 || n != end+4 || n > ws.MaxAccept {
+				t.Fatalf("n=%d, first blank line ends at %d", n, end+4)
+			}
+			if !bytes.HasPrefix(data, []byte("HTTP/1.")) || string(data[9:12]) != "101" {
+				t.Fatalf("accepted status line %q", data[:min(n, 40)])
+			}
+			if !bytes.Contains(data[:n], []byte(rfcAccept)) {
+				t.Fatalf("accepted without the accept value: %q", data[:n])
+			}
+		}
+		limit := len(data)
+		if end >= 0 {
+			limit = min(limit, end+4)
+		}
+		for i := range limit {
+			pn, perr := ws.ParseAccept(data[:i], rfcKey)
+			switch {
+			case perr != nil:
+				if err == nil {
+					t.Fatalf("prefix of %d: %v, whole input: n=%d", i, perr, n)
+				}
+			case pn != 0:
+				t.Fatalf("prefix of %d (blank line ends at %d) parsed with n=%d", i, end+4, pn)
+			}
+		}
+	})
+}
+
+// checkPrefix checks what a header parser said of a prefix of i bytes
+// (ph, pn, perr) against what it said of the whole input (h, n, err): the
+// same error, incomplete, or the same header.
+func checkPrefix(t *testing.T, i int, ph ws.Header, pn int, perr error, h ws.Header, n int, err error) {
+	t.Helper()
+	switch {
+	case perr != nil:
+		if perr != err {
+			t.Fatalf("prefix of %d: %v, whole input: n=%d err=%v", i, perr, n, err)
+		}
+	case pn == 0:
+		if err == nil && n != 0 && i >= n {
+			t.Fatalf("prefix of %d incomplete, whole input parsed with n=%d", i, n)
+		}
+	default:
+		if pn != n || ph != h || err != nil {
+			t.Fatalf("prefix of %d: n=%d h=%+v, whole input: n=%d h=%+v err=%v", i, pn, ph, n, h, err)
+		}
+	}
 }

@@ -5,6 +5,10 @@
 // reactor with no goroutine per connection, which no WebSocket library
 // built on blocking reads allows.
 //
+// client.go has the client side, for the load generator: the handshake
+// request and the check of the server's answer, masked client frames,
+// and the parsing of server frame headers.
+//
 // Every function works on a byte slice and reports "incomplete" (n == 0,
 // nil error) when the slice does not yet hold the whole handshake or
 // frame header; the caller keeps the bytes and calls again when more
@@ -69,6 +73,7 @@ var (
 	errOrigins          = &Error{Status: 400, Reason: "more than one Origin header"}
 	errRSV              = &Error{Code: CloseProtocol, Reason: "reserved bits set"}
 	errUnmasked         = &Error{Code: CloseProtocol, Reason: "client frame not masked"}
+	errMasked           = &Error{Code: CloseProtocol, Reason: "server frame masked"}
 	errBadOpcode        = &Error{Code: CloseProtocol, Reason: "unknown opcode"}
 	errControl          = &Error{Code: CloseProtocol, Reason: "fragmented or oversized control frame"}
 	errLength           = &Error{Code: CloseProtocol, Reason: "non-minimal or 64-bit length with the high bit set"}
@@ -158,7 +163,9 @@ func validHTTPVersion(v []byte) bool {
 // hasExactToken reports whether the comma-separated header value holds
 // token exactly: subprotocol names are compared as they are.
 func hasExactToken(value []byte, token string) bool {
-	for _, part := range bytes.Split(value, []byte(",")) {
+	for len(value) > 0 {
+		var part []byte
+		part, value, _ = bytes.Cut(value, []byte(","))
 		if string(bytes.TrimSpace(part)) == token {
 			return true
 		}
@@ -169,7 +176,9 @@ func hasExactToken(value []byte, token string) bool {
 // hasToken reports whether the comma-separated header value holds token,
 // case-insensitively.
 func hasToken(value []byte, token string) bool {
-	for _, part := range bytes.Split(value, []byte(",")) {
+	for len(value) > 0 {
+		var part []byte
+		part, value, _ = bytes.Cut(value, []byte(","))
 		if bytes.EqualFold(bytes.TrimSpace(part), []byte(token)) {
 			return true
 		}
@@ -179,11 +188,20 @@ func hasToken(value []byte, token string) bool {
 
 const acceptGUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
+// acceptValue is the Sec-WebSocket-Accept that answers key (RFC 6455
+// section 4.2.2): base64 of the SHA-1 of key and the GUID.
+func acceptValue[K string | []byte](key K) (v [28]byte) {
+	var buf [64]byte
+	sum := sha1.Sum(append(append(buf[:0], key...), acceptGUID...))
+	base64.StdEncoding.Encode(v[:], sum[:])
+	return v
+}
+
 // AppendAccept appends the 101 answer to a parsed handshake.
 func AppendAccept(dst []byte, h Handshake) []byte {
-	sum := sha1.Sum(append(append(make([]byte, 0, 64), h.Key...), acceptGUID...))
+	v := acceptValue(h.Key)
 	dst = append(dst, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "...)
-	dst = base64.StdEncoding.AppendEncode(dst, sum[:])
+	dst = append(dst, v[:]...)
 	if h.Subprotocol {
 		dst = append(dst, "\r\nSec-WebSocket-Protocol: "+Subprotocol...)
 	}
@@ -239,6 +257,12 @@ type Header struct {
 // max. It returns the header and its size, or n == 0 and a nil error when
 // b is too short to hold the whole header.
 func ParseHeader(b []byte, max int) (h Header, n int, err error) {
+	return parseHeader(b, max, true)
+}
+
+// parseHeader is ParseHeader and ParseServerHeader: masked says which
+// side the frame comes from (a client masks, a server must not).
+func parseHeader(b []byte, max int, masked bool) (h Header, n int, err error) {
 	if len(b) < 2 {
 		return h, 0, nil
 	}
@@ -253,8 +277,11 @@ func ParseHeader(b []byte, max int) (h Header, n int, err error) {
 	default:
 		return h, 0, errBadOpcode
 	}
-	if !h.Masked {
-		return h, 0, errUnmasked
+	if h.Masked != masked {
+		if masked {
+			return h, 0, errUnmasked
+		}
+		return h, 0, errMasked
 	}
 	n = 2
 	switch l := b[1] & 0x7F; l {
@@ -289,6 +316,9 @@ func ParseHeader(b []byte, max int) (h Header, n int, err error) {
 	if h.Len > max {
 		return h, 0, ErrTooBig
 	}
+	if !masked {
+		return h, n, nil
+	}
 	if len(b) < n+4 {
 		return h, 0, nil
 	}
@@ -297,7 +327,8 @@ func ParseHeader(b []byte, max int) (h Header, n int, err error) {
 }
 
 // Unmask applies a frame's mask to its payload in place, eight bytes at
-// a time.
+// a time. Masking is the same XOR, so it also masks a client frame's
+// payload (AppendClientFrame).
 func Unmask(p []byte, mask [4]byte) {
 	m32 := uint64(binary.LittleEndian.Uint32(mask[:]))
 	m := m32 | m32<<32
