@@ -716,6 +716,7 @@ func TestGatewayErrors(t *testing.T) {
 		msg    string
 	}{
 		{"route unavailable", fmt.Errorf("redis: %w", route.ErrUnavailable), 503, "route: unavailable"},
+		{"peers unavailable", fmt.Errorf("%w: delivered here only", ErrPeersUnavailable), 503, "api: other nodes unreachable: delivered here only"},
 		{"deadline", fmt.Errorf("lookup: %w", context.DeadlineExceeded), 503, "deadline exceeded"},
 		{"canceled", fmt.Errorf("lookup: %w", context.Canceled), 499, "canceled"},
 		{"invalid", fmt.Errorf("body over the maximum frame: %w", ErrInvalid), 400, "body over the maximum frame"},

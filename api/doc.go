@@ -84,7 +84,8 @@
 //	499  the caller went away (context canceled)
 //	500  any other Gateway error, with its message; a panic ("internal
 //	     error"; the panic and its stack go to the log)
-//	503  route.ErrUnavailable (the shared route is unreachable) or a
+//	503  route.ErrUnavailable (the shared route is unreachable),
+//	     ErrPeersUnavailable (the other nodes could not be reached) or a
 //	     context deadline
 //
 // Unknown JSON fields are ignored, so a newer client can talk to an older

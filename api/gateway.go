@@ -13,6 +13,13 @@ import (
 // answers 400 with the error's message instead of 500.
 var ErrInvalid = errors.New("api: invalid request")
 
+// ErrPeersUnavailable is for a Gateway to wrap when a call could not reach
+// the other nodes of its cluster (with -redis): a group push or broadcast
+// delivered on this node only, a kick or a membership change that could
+// not be sent. The API answers 503 with the error's message, which says
+// how far the call went.
+var ErrPeersUnavailable = errors.New("api: other nodes unreachable")
+
 // Message is a push as the API accepted it.
 type Message struct {
 	Biz  uint16
@@ -48,9 +55,9 @@ type Endpoint struct {
 
 // Gateway is what the HTTP API drives. The gateway package implements it;
 // every method is safe for concurrent use. The API sorts the errors it
-// returns: wrapping ErrInvalid gives 400, route.ErrUnavailable or
-// context.DeadlineExceeded 503, context.Canceled 499, anything else 500;
-// the error's message is sent to the caller.
+// returns: wrapping ErrInvalid gives 400, route.ErrUnavailable,
+// ErrPeersUnavailable or context.DeadlineExceeded 503, context.Canceled
+// 499, anything else 500; the error's message is sent to the caller.
 type Gateway interface {
 	// Push delivers msg to each device; devices not connected anywhere are
 	// returned in Offline (their push is kept for resume when they have

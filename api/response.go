@@ -76,7 +76,7 @@ func classify(err error) (int, string) {
 		return http.StatusBadRequest, err.Error()
 	case errors.Is(err, context.Canceled):
 		return statusClientClosed, err.Error()
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, route.ErrUnavailable):
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, route.ErrUnavailable), errors.Is(err, ErrPeersUnavailable):
 		return http.StatusServiceUnavailable, err.Error()
 	default:
 		return http.StatusInternalServerError, err.Error()

@@ -5,16 +5,13 @@ import (
 	"errors"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/cloudwego/netpoll"
 	"github.com/longlink/longlink/codec"
 	"github.com/longlink/longlink/dispatch/downstream"
 	"github.com/longlink/longlink/recovery"
-	"github.com/longlink/longlink/websocket"
 	"github.com/valyala/bytebufferpool"
-	"golang.org/x/sys/unix"
 )
 
 // State is where a connection is in its life; see the package doc for the
@@ -53,22 +50,22 @@ var legal = [...]uint8{
 // Conn is one client connection. Every field earns its place: this struct
 // is multiplied by a million.
 type Conn struct {
-	id  uint64             // node-unique, never reused in a run; picks the downstream worker
-	hub *Hub               // the node's hub, for callbacks from the downstream worker
-	nc  netpoll.Connection // the socket; Close and the read buffer go through it
+	id  uint64 // node-unique, never reused in a run; picks the downstream worker
+	hub *Hub   // the node's hub, for callbacks from the downstream worker
+	nc  sock   // the socket's close and addresses (netpoll's connection on the reactor)
 
 	mu     sync.Mutex // guards fd against close: held across every write syscall
 	fd     int32      // the socket's descriptor, -1 once closed (guarded by mu)
 	state  atomic.Uint32
 	seen   atomic.Uint32 // wheel tick of the last frame received
 	born   uint32        // wheel tick of accept, for the login timeout
-	kind   Transport     // TCP, WebSocket or TLS, fixed at accept
+	kind   atomic.Uint32 // the link: which transport, and its phase (transport.go)
 	wslot  int32         // the timing wheel slot, -1 when not in the wheel (guarded by the wheel's lock)
 	device string        // the token's sub, set at login
 	app    string        // the token's app claim
 
 	partial *bytebufferpool.ByteBuffer // bytes of a frame split across reads; nil when none (reader-owned)
-	ext     *ext                       // transport state beyond TCP's; nil for TCP (and for WebSocket until a fragment arrives)
+	ext     *ext                       // transport state beyond the link; nil for TCP (and for WebSocket until a fragment arrives)
 	out     downstream.Outbox          // pending output (owned by the downstream worker)
 	rec     atomic.Pointer[recovery.Entry]
 
@@ -109,13 +106,12 @@ func (c *Conn) Device() string { return c.device }
 // State is the connection's current state.
 func (c *Conn) State() State { return State(c.state.Load() & stateMask) }
 
-// The state word holds the State in its low byte, transport flags in the
-// next byte, and, once the server decided to close, the KICK status in
-// its high half, so the reason reaches the disconnect event without
-// another field.
+// The state word holds the State in its low byte, the session's flags in
+// the next byte, once the server decided to close the KICK status in the
+// third, and once closed the CloseReason in the top byte (closing.go), so
+// the reason reaches the disconnect event without another field.
 const (
-	stateMask  = 0xFF
-	wsUpgraded = 1 << 8 // WebSocket: the handshake was answered
+	stateMask = 0xFF
 	// The login's bits (beginLogin): a login is between naming the device
 	// and finishing; a release came meanwhile and left the device to the
 	// login; the connection reached logged-in (so Connected was emitted).
@@ -154,7 +150,7 @@ func (c *Conn) setState(to State, status codec.Status) bool {
 		}
 		next := word&^stateMask | uint32(to)
 		if status != codec.StatusOK {
-			next = uint32(status)<<16 | word&0xFF00 | uint32(to)
+			next = next&^0xFF0000 | uint32(status)<<16
 		}
 		if c.state.CompareAndSwap(word, next) {
 			c.hub.transition(c, from, to)
@@ -194,117 +190,46 @@ func (c *Conn) endLogin() (releaseNow bool) {
 
 // claimRelease reports whether the release may undo the device's login
 // now; false means a login is under way and will do it when it ends.
-func (c *Conn) claimRelease() bool {
+func (c *Conn) claimRelease() bool { return c.unlessBusy(loginBusy, releaseDue) }
+
+// unlessBusy reports true when the state bit busy is clear, and otherwise
+// sets the bit due, for whoever holds busy to act on, and reports false.
+func (c *Conn) unlessBusy(busy, due uint32) bool {
 	for {
 		w := c.state.Load()
-		if w&loginBusy == 0 {
+		if w&busy == 0 {
 			return true
 		}
-		if c.state.CompareAndSwap(w, w|releaseDue) {
+		if c.state.CompareAndSwap(w, w|due) {
 			return false
 		}
 	}
 }
 
-// kickStatus is the status of the KICK that closed c, OK if the peer
-// left on its own.
-func (c *Conn) kickStatus() codec.Status { return codec.Status(c.state.Load() >> 16) }
-
 // Outbox implements downstream.Conn.
 func (c *Conn) Outbox() *downstream.Outbox { return &c.out }
 
-// Write implements downstream.Conn: a non-blocking write to the socket
-// (through the TLS session for a TLS connection).
-func (c *Conn) Write(b []byte) (int, error) {
-	if c.kind == TLS {
-		if c.ext == nil || c.ext.tls == nil {
-			// No handshake yet (a kick before the ClientHello): the
-			// client could not read a frame; drop it.
-			return len(b), nil
-		}
-		return c.ext.tls.write(c, b)
-	}
-	return c.writeRaw(b)
-}
+// Write implements downstream.Conn: a non-blocking write to the socket,
+// through the transport.
+func (c *Conn) Write(b []byte) (int, error) { return c.t().write(c, b) }
 
-// writeRaw writes b to the socket without blocking.
-func (c *Conn) writeRaw(b []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.fd < 0 {
-		return 0, errClosed
+// Terminate implements downstream.Conn: the transport ends the
+// connection; the close hook does the rest. A status the worker decided on
+// its own (SLOW_CONSUMER) is recorded and counted here as a kick; a kick
+// decided earlier already moved c to closing. A failed write is recorded
+// for the close reason.
+func (c *Conn) Terminate(status codec.Status, writeErr error) {
+	if writeErr != nil {
+		c.state.Or(writeFailed)
 	}
-	for {
-		n, err := syscall.Write(int(c.fd), b)
-		switch {
-		case err == nil:
-			return n, nil
-		case err == syscall.EINTR:
-			continue
-		case err == syscall.EAGAIN:
-			return 0, nil
-		default:
-			return 0, err
-		}
-	}
-}
-
-// Terminate implements downstream.Conn: it closes the socket (after a
-// WebSocket close frame); the close hook does the rest. A status the
-// worker decided on its own (SLOW_CONSUMER) is recorded and counted here
-// as a kick; a kick decided earlier already moved c to closing.
-func (c *Conn) Terminate(status codec.Status) {
 	if status != codec.StatusOK && c.setState(StateClosing, status) {
 		c.hub.countKick(status)
 	}
-	if c.kind == WebSocket && c.state.Load()&wsUpgraded != 0 {
-		var b [4]byte
-		_, _ = c.Write(websocket.AppendClose(b[:0], closeCode(status), ""))
-	}
-	if c.lingerClose() {
-		return
-	}
-	c.nc.Close()
-}
-
-// closeLinger is how long a connection closed while its client was still
-// sending stays half-open for the client to read its last frames: the
-// write timeout a slow consumer is given for its KICK.
-const closeLinger = downstream.DefaultWriteTimeout
-
-// lingerClose closes c's sending side and leaves the close of the socket
-// to the client's own close or closeLinger, when the kernel holds input
-// from the client: closing a socket with unread input makes the kernel
-// reset the connection, and a reset makes the client's kernel throw away
-// what it had received and not yet read, the KICK included. Input that
-// arrives meanwhile is read and dropped. It reports false when c can be
-// closed at once.
-func (c *Conn) lingerClose() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.fd < 0 {
-		return false
-	}
-	if n, err := unix.IoctlGetInt(int(c.fd), unix.SIOCINQ); err != nil || n == 0 {
-		return false
-	}
-	if err := syscall.Shutdown(int(c.fd), syscall.SHUT_WR); err != nil {
-		return false
-	}
-	time.AfterFunc(closeLinger, func() { c.nc.Close() })
-	return true
+	c.t().terminate(c, status)
 }
 
 // AppendFrame implements downstream.Conn.
-func (c *Conn) AppendFrame(dst, frame []byte) ([]byte, int) {
-	if c.kind == WebSocket {
-		if c.state.Load()&wsUpgraded == 0 {
-			return dst, -1 // no frames before the handshake is answered
-		}
-		dst = websocket.AppendHeader(dst, websocket.OpBinary, len(frame))
-	}
-	return append(dst, frame...), len(dst)
-}
+func (c *Conn) AppendFrame(dst, frame []byte) ([]byte, int) { return c.t().appendFrame(dst, frame) }
 
 // StampPush implements downstream.Conn: the push gets the device's next
 // seq, and is kept for resume.
@@ -320,16 +245,8 @@ func (c *Conn) StampPush(frame []byte, p *downstream.Push) {
 	codec.SetSeq(frame, e.Record(p.Frame, c.hub.opts.RecoverSize))
 }
 
-// WatchWritable implements downstream.Conn. c.mu keeps the descriptor
-// from being closed, and its number reused, while it is registered.
-func (c *Conn) WatchWritable(ep int, key uint64) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.fd < 0 {
-		return errClosed
-	}
-	return downstream.ArmWritable(ep, int(c.fd), key)
-}
+// WatchWritable implements downstream.Conn, through the transport.
+func (c *Conn) WatchWritable(ep int, key uint64) error { return c.t().watchWritable(c, ep, key) }
 
 // Undelivered implements downstream.Conn: a push that found c gone was
 // already counted as delivered, so it is kept for the device's resume
@@ -352,6 +269,9 @@ func (c *Conn) kick(status codec.Status, reason string) {
 // closed is the close hook: it runs once, on whichever goroutine saw the
 // socket close, before netpoll closes the descriptor.
 func (c *Conn) closed() {
+	reason := c.closeReason()
+	c.state.Or(uint32(reason) << reasonShift)
+	c.hub.closes[reason].Add(1)
 	c.mu.Lock()
 	c.fd = -1
 	c.mu.Unlock()
@@ -362,25 +282,12 @@ func (c *Conn) closed() {
 // App is the logged-in device's application id.
 func (c *Conn) App() string { return c.app }
 
-// Backlog implements downstream.Conn: ciphertext a TLS connection still
-// holds for the socket.
-func (c *Conn) Backlog() int {
-	if c.kind == TLS && c.ext != nil && c.ext.tls != nil {
-		return c.ext.tls.backlog()
-	}
-	return 0
-}
+// Backlog implements downstream.Conn: bytes the transport still holds
+// for the socket (a TLS session's ciphertext).
+func (c *Conn) Backlog() int { return c.t().backlog(c) }
 
-// FrameLen implements downstream.Conn: a protocol frame, behind its
-// WebSocket message header on a WebSocket connection. Raw WebSocket bytes
-// are control frames, except the handshake's answer, which is written
-// first to an empty socket buffer and so is never left half-written.
-func (c *Conn) FrameLen(b []byte) int {
-	if c.kind == WebSocket {
-		return websocket.FrameLen(b)
-	}
-	return codec.FrameSize(b)
-}
+// FrameLen implements downstream.Conn.
+func (c *Conn) FrameLen(b []byte) int { return c.t().frameLen(b) }
 
 // Cut implements downstream.Conn: the group cut c off (a slow consumer).
 func (c *Conn) Cut(status codec.Status) {
@@ -441,4 +348,10 @@ func (c *Conn) maxFrame() int {
 		return min(codec.MaxLoginFrame, c.hub.opts.MaxFrame)
 	}
 	return c.hub.opts.MaxFrame
+}
+
+// AppendKick implements downstream.Conn: the KICK frame for status and
+// reason (Hub.KickFrame).
+func (c *Conn) AppendKick(dst []byte, status codec.Status, reason string) []byte {
+	return c.hub.KickFrame(dst, status, reason)
 }

@@ -77,6 +77,7 @@ type Counters struct {
 	RefusedSource                                uint64 // connections refused by a per-source limit (part of Refused)
 	Throttled                                    uint64 // frames over the frame rate
 	Kicks                                        [codec.NumStatus]uint64
+	Closes                                       [NumCloseReasons]uint64 // connections closed, by reason
 }
 
 // Counters reads the hub's counters.
@@ -91,6 +92,9 @@ func (h *Hub) Counters() (s Counters) {
 	s.RefusedSource, s.Throttled = h.refusedSource.Load(), h.throttled.Load()
 	for i := range s.Kicks {
 		s.Kicks[i] = h.kicks[i].Load()
+	}
+	for i := range s.Closes {
+		s.Closes[i] = h.closes[i].Load()
 	}
 	return s
 }

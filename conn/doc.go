@@ -47,13 +47,25 @@
 //
 // # Transports
 //
-// The session logic sees frames, never sockets: a transport (TCP, TLS,
-// WebSocket) turns socket bytes into frames below it.
+// The session logic sees frames, never sockets: a transport (tcp.go,
+// websocket.go, tls.go, behind the interface of transport.go) turns socket
+// bytes into frames below it and the session's frames into bytes. The
+// session calls only that interface; a transport calls back only meterIn,
+// frameIn, kick, end and open.
+//
+// # Closes
+//
+// Every close has a CloseReason (closing.go): the client's, a read or
+// write error, idle, kicked, slow consumer, shutdown. It is counted per
+// reason and given to the disconnect event.
 //
 // # Concurrency
 //
 // For one connection, Hub.Data runs on one goroutine at a time (netpoll's
-// guarantee) and owns the read side: partial, the rate bucket. Its
+// guarantee) and owns the read side: partial, the rate bucket. With a
+// shared route a login's route work runs on a login worker (login.go),
+// which then shares the read side with Hub.Data under the connection's
+// input lock. Its
 // downstream worker owns the Outbox. State, the last-seen tick and the
 // recovery entry are atomics; the socket is guarded by mu so a write can
 // never reach a file descriptor number that was closed and reused. Lock

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -30,11 +31,12 @@ type Submitter interface {
 // methods are called on connection goroutines and must not block.
 type Events interface {
 	Connected(node string, c *Conn)
-	Disconnected(node string, c *Conn, status codec.Status)
+	// Disconnected: c.CloseReason says why.
+	Disconnected(node string, c *Conn)
 }
 
 // Cluster is the part of logins and releases that involves other nodes
-// sharing the route (see package gateway); nil on a single node.
+// sharing the route (see package gateway); a single node's does nothing.
 type Cluster interface {
 	// Takeover is called at login, after the device was bound here and
 	// before its recovery state is attached, when the device was bound to
@@ -46,6 +48,12 @@ type Cluster interface {
 	// its recovery state is detached and its binding removed.
 	Released(device string, conn uint64)
 }
+
+// noCluster is the Cluster of a hub given none: no other node.
+type noCluster struct{}
+
+func (noCluster) Takeover(context.Context, string, route.Location) {}
+func (noCluster) Released(string, uint64)                          {}
 
 // Options configure a Hub. Every field is required unless it says what
 // its zero value means.
@@ -93,6 +101,9 @@ type Options struct {
 	// carry; others get 403. The zero value allows any.
 	Origins websocket.Origins
 
+	// SharedRoute says the route is remote (Redis): a release's route calls run off the closing goroutine.
+	SharedRoute bool
+
 	// OnTransition, when set, sees every state change; tests use it to
 	// fail on an illegal one.
 	OnTransition func(c *Conn, from, to State)
@@ -114,12 +125,15 @@ type Hub struct {
 	handshakes atomic.Int64 // TLS handshakes in progress
 	draining   atomic.Bool
 	redirect   atomic.Pointer[string] // sent with KICK(SHUTTING_DOWN)
+	loginq     *loginPool             // runs logins' route work with a shared route; nil without
+	inputLocks [64]sync.Mutex         // a connection's input lock while a login worker may resume it (login.go)
 
 	conns, loggedIn                                           atomic.Int64
 	accepted, refused, refusedSource, logins, loginFails      atomic.Uint64
 	tlsFailures, throttled                                    atomic.Uint64
 	framesIn, bytesIn, acks, recovered, requests, rateLimited atomic.Uint64
 	kicks                                                     [codec.NumStatus]atomic.Uint64
+	closes                                                    [NumCloseReasons]atomic.Uint64
 }
 
 // DefaultMaxInput is Options.MaxInput's default: room for a frame of the
@@ -136,6 +150,9 @@ const MaxLoginInput = codec.MaxLoginFrame
 func NewHub(opts Options) *Hub {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
+	}
+	if opts.Cluster == nil {
+		opts.Cluster = noCluster{}
 	}
 	if opts.RouteTimeout <= 0 {
 		opts.RouteTimeout = 2 * time.Second
@@ -161,21 +178,21 @@ func NewHub(opts Options) *Hub {
 		start: time.Now(),
 	}
 	h.reg.init()
+	if opts.SharedRoute {
+		h.loginq = newLoginPool()
+	}
 	h.wheel = newWheel(h, min(opts.IdleTimeout, opts.LoginTimeout))
 	return h
 }
 
 // Close stops the timing wheel.
-func (h *Hub) Close() { h.wheel.close() }
-
-// Transport is how a connection carries frames.
-type Transport uint8
-
-const (
-	TCP       Transport = iota // frames back to back on the byte stream
-	WebSocket                  // one frame per binary WebSocket message (RFC 6455)
-	TLS                        // frames back to back inside a TLS session
-)
+// Close stops the timing wheel and the login workers.
+func (h *Hub) Close() {
+	h.wheel.close()
+	if h.loginq != nil {
+		h.loginq.close()
+	}
+}
 
 // Handler returns the reactor handler for a listener of transport t.
 func (h *Hub) Handler(t Transport) reactor.Handler { return &listener{h: h, kind: t} }
@@ -191,12 +208,23 @@ func (l *listener) Data(ctx context.Context, nc netpoll.Connection) error { retu
 
 // prepare admits or refuses a new connection.
 func (h *Hub) prepare(nc netpoll.Connection, kind Transport) context.Context {
-	h.accepted.Add(1)
-	ctx := context.Background()
 	fd := -1
 	if f, ok := nc.(interface{ Fd() int }); ok {
 		fd = f.Fd()
 	}
+	c := h.accept(nc, fd, firstLink[kind])
+	if c == nil {
+		return context.Background()
+	}
+	_ = nc.AddCloseCallback(func(netpoll.Connection) error { c.closed(); return nil })
+	return c
+}
+
+// accept admits a new connection over s on link, fd being its descriptor,
+// or turns it away and returns nil. The caller runs Conn.closed once when
+// s closes.
+func (h *Hub) accept(s sock, fd int, link uint32) *Conn {
+	h.accepted.Add(1)
 	status, reason := codec.StatusOK, ""
 	switch {
 	case fd < 0:
@@ -208,7 +236,7 @@ func (h *Hub) prepare(nc netpoll.Connection, kind Transport) context.Context {
 	}
 	counted := false
 	if status == codec.StatusOK && h.opts.Admit != nil {
-		if src, ok := admit.SourceOf(nc.RemoteAddr()); ok {
+		if src, ok := admit.SourceOf(s.RemoteAddr()); ok {
 			if v := h.opts.Admit.Admit(src, time.Now()); v != admit.OK {
 				h.refusedSource.Add(1)
 				status, reason = codec.StatusOverloaded, v.Reason()
@@ -218,10 +246,11 @@ func (h *Hub) prepare(nc netpoll.Connection, kind Transport) context.Context {
 		}
 	}
 	if status != codec.StatusOK {
-		h.turnAway(nc, fd, kind, status, reason)
-		return ctx
+		h.turnAway(s, fd, link, status, reason)
+		return nil
 	}
-	c := &Conn{id: h.nextID.Add(1), hub: h, nc: nc, fd: int32(fd), kind: kind, wslot: -1}
+	c := &Conn{id: h.nextID.Add(1), hub: h, nc: s, fd: int32(fd), wslot: -1}
+	c.kind.Store(link)
 	if counted {
 		c.state.Store(uint32(admitUnauth | admitConn))
 	}
@@ -231,27 +260,30 @@ func (h *Hub) prepare(nc netpoll.Connection, kind Transport) context.Context {
 	c.refill = h.nowMillis()
 	c.setInputLimit(MaxLoginInput)
 	h.conns.Add(1)
-	_ = nc.AddCloseCallback(func(netpoll.Connection) error { c.closed(); return nil })
 	h.wheel.add(c)
 	return c
 }
 
-// turnAway closes a connection that was never admitted. A TCP client is
-// told why; a WebSocket or TLS client cannot read a KICK yet.
-func (h *Hub) turnAway(nc netpoll.Connection, fd int, kind Transport, status codec.Status, reason string) {
+// turnAway closes a connection that was never admitted, telling its
+// client why when its transport can (transport.refusal).
+func (h *Hub) turnAway(s sock, fd int, link uint32, status codec.Status, reason string) {
 	h.refused.Add(1)
-	if fd >= 0 && kind == TCP && reason != "" {
+	if fd < 0 || reason == "" {
+		s.Close()
+		return
+	}
+	var buf [128]byte
+	if b := links[link].refusal(h.KickFrame(buf[:0], status, reason)); b != nil {
 		// The socket is new and its buffer empty: one small write
 		// either fits whole or the client never reads anyway.
-		var buf [128]byte
-		_, _ = syscall.Write(fd, h.KickFrame(buf[:0], status, reason))
+		_, _ = syscall.Write(fd, b)
 		h.countKick(status)
 	}
-	nc.Close()
+	s.Close()
 }
 
-// data consumes all buffered input, frame by frame, and keeps an
-// incomplete frame's bytes aside.
+// data hands all buffered input to the connection's transport, which
+// keeps an incomplete frame's bytes aside.
 func (h *Hub) data(ctx context.Context, nc netpoll.Connection) error {
 	c, _ := ctx.(*Conn)
 	r := nc.Reader()
@@ -266,36 +298,8 @@ func (h *Hub) data(ctx context.Context, nc netpoll.Connection) error {
 	}
 	h.bytesIn.Add(uint64(n))
 	c.seen.Store(h.wheel.now())
-	if c.State() >= StateClosing {
-		return r.Release() // a closing connection's input is dropped
-	}
-	if c.partial != nil {
-		c.partial.B = append(c.partial.B, in...)
-		in = c.partial.B
-	}
-	var used int
-	switch c.kind {
-	case TLS:
-		if c.ext == nil && !h.startTLS(c) {
-			return r.Release()
-		}
-		c.feedTLS(in)
-		return r.Release()
-	case WebSocket:
-		used = c.feedWS(in)
-	default:
-		used = c.feed(in)
-	}
-	if rest := len(in) - used; rest > 0 && c.State() < StateClosing {
-		if c.partial == nil {
-			c.partial = bytebufferpool.Get()
-			c.partial.B = append(c.partial.B, in[used:]...)
-		} else {
-			c.partial.B = c.partial.B[:copy(c.partial.B, in[used:])]
-		}
-	} else if c.partial != nil {
-		bytebufferpool.Put(c.partial)
-		c.partial = nil
+	if c.State() < StateClosing { // a closing connection's input is dropped
+		c.input(in)
 	}
 	return r.Release()
 }
@@ -328,18 +332,8 @@ func (h *Hub) release(c *Conn) {
 			h.opts.Admit.Closed(src, !c.takeUnauth())
 		}
 	}
-	if c.partial != nil {
-		bytebufferpool.Put(c.partial)
-		c.partial = nil
-	}
-	if c.ext != nil {
-		if c.ext.frag != nil {
-			bytebufferpool.Put(c.ext.frag)
-			c.ext.frag = nil
-		}
-		if c.ext.tls != nil {
-			c.ext.tls.release()
-		}
+	if c.takeInput() {
+		c.freeInput()
 	}
 	if c.claimRelease() {
 		h.releaseDevice(c)
@@ -354,7 +348,7 @@ func (h *Hub) releaseDevice(c *Conn) {
 		return
 	}
 	h.reg.remove(c)
-	if h.opts.Cluster != nil {
+	if h.opts.SharedRoute {
 		// With a shared route these go to Redis: never on the goroutine
 		// that closed the connection, which may be a downstream worker
 		// serving thousands of other connections.
@@ -375,11 +369,9 @@ func (h *Hub) leave(c *Conn) {
 	if err := h.route.Unbind(ctx, c.device, route.Location{Node: h.opts.Node, Conn: c.id}); err != nil {
 		h.log.Warn("route unbind failed", "device", c.device, "conn", c.id, "err", err)
 	}
-	if h.opts.Cluster != nil {
-		h.opts.Cluster.Released(c.device, c.id)
-	}
+	h.opts.Cluster.Released(c.device, c.id)
 	if h.opts.Events != nil && c.state.Load()&wasLoggedIn != 0 {
-		h.opts.Events.Disconnected(h.opts.Node, c, c.kickStatus())
+		h.opts.Events.Disconnected(h.opts.Node, c)
 	}
 }
 
@@ -395,14 +387,10 @@ func (h *Hub) KickFrame(dst []byte, status codec.Status, reason string) []byte {
 	return codec.AppendKick(dst, status, reason, redirect)
 }
 
-// Respond implements upstream.Responder: the business's answer becomes a
-// RESPONSE on the request's connection.
-func (h *Hub) Respond(req *upstream.Request, res upstream.Result) {
-	c, _ := req.Ctx.(*Conn)
-	if c == nil {
-		return
-	}
-	h.respond(c, req.Biz, req.Seq, res.Status, res.Meta, res.Body)
+// Reply implements upstream.Replier: the business's answer becomes a
+// RESPONSE on c.
+func (c *Conn) Reply(req *upstream.Request, res upstream.Result) {
+	c.hub.respond(c, req.Biz, req.Seq, res.Status, res.Meta, res.Body)
 }
 
 func (h *Hub) respond(c *Conn, biz uint16, seq uint32, status codec.Status, meta, body []byte) {

@@ -151,7 +151,7 @@ type eventLog struct {
 }
 
 func (e *eventLog) Connected(string, *Conn) { e.add("connected") }
-func (e *eventLog) Disconnected(string, *Conn, codec.Status) {
+func (e *eventLog) Disconnected(string, *Conn) {
 	e.add("disconnected")
 }
 func (e *eventLog) add(s string) { e.mu.Lock(); e.evs = append(e.evs, s); e.mu.Unlock() }
@@ -190,4 +190,150 @@ func loginFrame(t *testing.T, device string) []byte {
 		t.Fatal(err)
 	}
 	return codec.AppendFrame(nil, codec.Header{Op: codec.OpLogin, Seq: 1}, codec.AppendMetaString(nil, "token", tok), nil)
+}
+
+// readFrames reads frames from peer until it has n of them or the
+// deadline passes.
+func readFrames(t *testing.T, peer int, n int, within time.Duration) []codec.Frame {
+	t.Helper()
+	if err := syscall.SetsockoptTimeval(peer, syscall.SOL_SOCKET, syscall.SO_RCVTIMEO, &syscall.Timeval{Usec: 50_000}); err != nil {
+		t.Fatal(err)
+	}
+	var out []byte
+	var frames []codec.Frame
+	var buf [16 << 10]byte
+	deadline := time.Now().Add(within)
+	for len(frames) < n && time.Now().Before(deadline) {
+		k, _ := syscall.Read(peer, buf[:])
+		out = append(out, buf[:max(k, 0)]...)
+		for {
+			f, used, err := codec.Decode(out, 1<<20)
+			if err != nil {
+				t.Fatalf("server output: %v", err)
+			}
+			if used == 0 {
+				break
+			}
+			frames = append(frames, f)
+			out = out[used:]
+		}
+	}
+	if len(frames) < n {
+		t.Fatalf("got %d frames within %v, want %d", len(frames), within, n)
+	}
+	return frames
+}
+
+// TestLoginOffReactor: with a shared route, a login's route work runs on
+// a login worker, so a route call that hangs does not hold the reactor's
+// goroutine: data returns while Bind is stuck. The PING sent right behind
+// the LOGIN waits for the login and is answered after its LOGIN_ACK.
+func TestLoginOffReactor(t *testing.T) {
+	const device = "off-reactor-dev"
+	rt := &hookRoute{Route: route.NewMemory()}
+	binding, unblock := make(chan struct{}), make(chan struct{})
+	rt.onBind = func() { close(binding); <-unblock }
+	fh := newFuzzHub(t, func(o *Options) { o.Route, o.SharedRoute = rt, true })
+	c, nc, peer := fakeSession(t, fh)
+
+	ping := codec.AppendFrame(nil, codec.Header{Op: codec.OpPing, Seq: 7}, nil, nil)
+	nc.in = append(loginFrame(t, device), ping...)
+	returned := make(chan error, 1)
+	go func() { _, err := nc.data(fh.h, c); returned <- err }()
+	select {
+	case <-binding:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the login worker never bound the device")
+	}
+	select {
+	case err := <-returned: // although Bind has not
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		close(unblock)
+		t.Fatal("data did not return while the login's Bind hangs: the reactor's goroutine is pinned")
+	}
+	if c.State() != StateAccepted {
+		t.Fatalf("state %v while Bind hangs, want accepted", c.State())
+	}
+	close(unblock)
+	fs := readFrames(t, peer, 2, 5*time.Second)
+	if fs[0].Op != codec.OpLoginAck || fs[0].Status != codec.StatusOK || fs[1].Op != codec.OpPong || fs[1].Seq != 7 {
+		t.Fatalf("frames %v %v, %v seq %d; want LOGIN_ACK OK, then PONG seq 7", fs[0].Op, fs[0].Status, fs[1].Op, fs[1].Seq)
+	}
+	if fh.h.Lookup(device) != c {
+		t.Fatal("the device is not registered after its LOGIN_ACK")
+	}
+	c.kick(codec.StatusShuttingDown, "test over")
+	<-nc.closed
+}
+
+// TestLoginHeldInputBounded: the frames a client sends while its login is
+// on a worker wait, at most MaxLoginInput bytes of them; past that the
+// connection is kicked with OVERLOADED and the login does not complete.
+func TestLoginHeldInputBounded(t *testing.T) {
+	rt := &hookRoute{Route: route.NewMemory()}
+	binding, unblock := make(chan struct{}), make(chan struct{})
+	rt.onBind = func() { close(binding); <-unblock }
+	fh := newFuzzHub(t, func(o *Options) { o.Route, o.SharedRoute = rt, true })
+	c, nc, peer := fakeSession(t, fh)
+
+	nc.in = loginFrame(t, "held-dev")
+	if _, err := nc.data(fh.h, c); err != nil {
+		t.Fatal(err)
+	}
+	<-binding
+	ping := codec.AppendFrame(nil, codec.Header{Op: codec.OpPing, Seq: 7}, nil, nil)
+	var flood []byte
+	for len(flood) <= MaxLoginInput {
+		flood = append(flood, ping...)
+	}
+	nc.in = flood
+	if _, err := nc.data(fh.h, c); err != nil {
+		t.Fatal(err)
+	}
+	close(unblock)
+	fs := readFrames(t, peer, 1, 5*time.Second)
+	if fs[0].Op != codec.OpKick || fs[0].Status != codec.StatusOverloaded {
+		t.Fatalf("first frame %v %v, want KICK OVERLOADED", fs[0].Op, fs[0].Status)
+	}
+	<-nc.closed
+	if n := fh.h.Counters().Logins; n != 0 {
+		t.Fatalf("%d logins completed, want 0", n)
+	}
+}
+
+// TestLoginQueueFull: a login that finds the login workers' queue full is
+// answered LOGIN_ACK OVERLOADED at once, on the reactor.
+func TestLoginQueueFull(t *testing.T) {
+	fh := newFuzzHub(t, func(o *Options) { o.SharedRoute = true })
+	fh.h.loginq.close()
+	fh.h.loginq = &loginPool{jobs: make(chan loginJob), stop: make(chan struct{})} // no worker, no room
+	c, nc, peer := fakeSession(t, fh)
+	nc.in = loginFrame(t, "queued-dev")
+	if _, err := nc.data(fh.h, c); err != nil {
+		t.Fatal(err)
+	}
+	fs := readFrames(t, peer, 1, 5*time.Second)
+	if fs[0].Op != codec.OpLoginAck || fs[0].Status != codec.StatusOverloaded {
+		t.Fatalf("answer %v %v, want LOGIN_ACK OVERLOADED", fs[0].Op, fs[0].Status)
+	}
+	<-nc.closed
+}
+
+// TestCloseReasonWriteError: a connection the downstream worker ended
+// after a failed write closes with CloseWriteError, not as a client that
+// left.
+func TestCloseReasonWriteError(t *testing.T) {
+	fh := newFuzzHub(t)
+	c, nc, _ := fakeSession(t, fh)
+	c.Terminate(codec.StatusOK, syscall.EPIPE)
+	<-nc.closed
+	if r, s := c.CloseReason(); r != CloseWriteError || s != codec.StatusOK {
+		t.Fatalf("close reason %v, status %v; want write_error, OK", r, s)
+	}
+	if n := fh.h.Counters().Closes[CloseWriteError]; n != 1 {
+		t.Fatalf("closes[write_error] = %d, want 1", n)
+	}
 }

@@ -13,35 +13,56 @@ import (
 	"github.com/valyala/bytebufferpool"
 )
 
-// feed decodes and handles every whole frame at the start of in and
-// returns how many bytes it used. On a protocol violation it kicks the
-// connection and reports all of in as used.
-func (c *Conn) feed(in []byte) int {
-	h := c.hub
-	used := 0
-	for used < len(in) {
-		f, n, err := codec.Decode(in[used:], c.maxFrame())
-		if err != nil {
-			e := err.(*codec.Error)
-			c.kick(e.Status, e.Reason)
-			return len(in)
-		}
-		if n == 0 {
-			break
-		}
-		used += n
-		h.framesIn.Add(1)
-		m := c.meter()
-		if m == frameKick {
-			c.kick(codec.StatusOverloaded, "frame rate exceeded")
-			return len(in)
-		}
-		c.handle(&f, m == frameOver)
-		if c.State() >= StateClosing {
-			return len(in)
-		}
+// What transports call: meterIn for each frame they read (a protocol
+// frame, or one of their own such as a WebSocket ping), frameIn for each
+// protocol frame, kick or end to close the connection with a status, and
+// open to know whether to go on.
+
+// open reports whether c takes frames now: it is not closing, and no
+// login is on a worker (login.go).
+func (c *Conn) open() bool {
+	w := c.state.Load()
+	return State(w&stateMask) < StateClosing && w&loginQueued == 0
+}
+
+// meterIn takes one frame from c's frame rate and reports whether it came
+// over the rate: it is then answered OVERLOADED where an answer exists,
+// and not served otherwise. A further burst over, c is kicked.
+func (c *Conn) meterIn() (over bool) {
+	switch c.meter() {
+	case frameKick:
+		c.kick(codec.StatusOverloaded, "frame rate exceeded")
+		return true
+	case frameOver:
+		return true
 	}
-	return used
+	return false
+}
+
+// frameIn applies one protocol frame; over is what meterIn said of it.
+func (c *Conn) frameIn(f *codec.Frame, over bool) {
+	c.hub.framesIn.Add(1)
+	if c.open() {
+		c.handle(f, over)
+	}
+}
+
+// end closes c with status once last, the transport's own bytes (nil for
+// none), is written: a WebSocket close answered, a handshake refused.
+// StatusOK means the client ended the session; another status counts as
+// a kick. It reports false when c was closing already.
+func (c *Conn) end(status codec.Status, last []byte) bool {
+	if !c.setState(StateClosing, status) {
+		return false
+	}
+	if status != codec.StatusOK {
+		c.hub.countKick(status)
+	}
+	if last != nil {
+		c.hub.down.SendRaw(c, last)
+	}
+	c.hub.down.CloseAfterFlush(c, status)
+	return true
 }
 
 // What meter makes of a frame.
@@ -123,9 +144,8 @@ func (c *Conn) handle(f *codec.Frame, over bool) {
 }
 
 // login authenticates the connection. On failure it answers LOGIN_ACK
-// with the status and closes; on success it binds the device here, kicks
-// an older connection of the same device, joins the token's and the
-// device's groups, answers LOGIN_ACK and redelivers what resume asks for.
+// with the status and closes; on success its route work (enter) runs here
+// or, with a shared route, on a login worker (login.go).
 func (c *Conn) login(f *codec.Frame) {
 	h := c.hub
 	token, ok := f.Meta.Get("token")
@@ -149,7 +169,24 @@ func (c *Conn) login(f *codec.Frame) {
 		}
 		resume = uint32(v)
 	}
+	l := loginJob{c: c, seq: f.Seq, claims: claims, resume: resume, resuming: resuming, at: now}
+	if h.loginq == nil {
+		l.enter()
+		return
+	}
+	if !h.loginq.submit(l) {
+		c.refuse(f.Seq, codec.StatusOverloaded, "too many logins in progress")
+	}
+}
 
+// enter is a verified login's route work: it binds the device here,
+// kicks an older connection of the same device, joins the token's and the
+// device's groups, answers LOGIN_ACK and redelivers what resume asks for.
+func (l *loginJob) enter() {
+	c, h, claims, now := l.c, l.c.hub, &l.claims, l.at
+	if c.State() >= StateClosing {
+		return // closed while it waited: nothing to do
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), h.opts.RouteTimeout)
 	defer cancel()
 	groups, err := h.route.Groups(ctx, claims.Device)
@@ -183,7 +220,7 @@ func (c *Conn) login(f *codec.Frame) {
 	// recovery state (Cluster.Takeover).
 	if prevLoc, had, err := h.route.Bind(ctx, c.device, route.Location{Node: h.opts.Node, Conn: c.id}); err != nil {
 		h.log.Warn("route bind failed", "device", c.device, "err", err)
-	} else if had && prevLoc.Node != h.opts.Node && h.opts.Cluster != nil {
+	} else if had && prevLoc.Node != h.opts.Node {
 		h.opts.Cluster.Takeover(ctx, c.device, prevLoc)
 	}
 	rec := h.rec.Attach(c.device, now)
@@ -204,7 +241,7 @@ func (c *Conn) login(f *codec.Frame) {
 	c.tokens = float32(h.opts.Burst)
 	h.logins.Add(1)
 	var prev *Conn
-	c.welcome(f.Seq, rec, resume, resuming, func() {
+	c.welcome(l.seq, rec, l.resume, l.resuming, func() {
 		var ok bool
 		if prev, ok = h.reg.put(c); !ok {
 			return // closed meanwhile: it must not enter the index
@@ -293,7 +330,7 @@ func (c *Conn) request(f *codec.Frame) {
 	req.Device, req.App = c.device, c.app
 	req.Meta = append(req.Meta[:0], f.Meta...)
 	req.Body = append(req.Body[:0], f.Body...)
-	req.Ctx = c
+	req.Reply = c
 	if status := h.opts.Upstream.Submit(req); status != codec.StatusOK {
 		upstream.Release(req)
 		h.respond(c, f.Biz, f.Seq, status, nil, nil)

@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/longlink/longlink/codec"
 	"github.com/valyala/bytebufferpool"
 )
 
@@ -77,12 +78,61 @@ type tlsConn struct {
 
 var _ net.Conn = (*tlsConn)(nil)
 
+// tlsTransport carries frames back to back inside a TLS session, whose
+// state is Conn.ext.tls from the ClientHello on.
+type tlsTransport struct{ reactorSocket }
+
+// input starts the handshake with the first bytes, then feeds the session
+// ciphertext.
+func (tlsTransport) input(c *Conn, in []byte) {
+	if c.ext == nil && !c.hub.startTLS(c) {
+		return
+	}
+	c.feedTLS(in)
+}
+
+func (tlsTransport) appendFrame(dst, frame []byte) ([]byte, int) {
+	return append(dst, frame...), len(dst)
+}
+
+func (tlsTransport) frameLen(b []byte) int { return codec.FrameSize(b) }
+
+// write encrypts b into the session. Before the ClientHello there is no
+// session (a kick before it): the client could not read a frame, so it is
+// dropped.
+func (tlsTransport) write(c *Conn, b []byte) (int, error) {
+	if c.ext == nil || c.ext.tls == nil {
+		return len(b), nil
+	}
+	return c.ext.tls.write(c, b)
+}
+
+// backlog is the ciphertext the session holds for the socket.
+func (tlsTransport) backlog(c *Conn) int {
+	if c.ext != nil && c.ext.tls != nil {
+		return c.ext.tls.backlog()
+	}
+	return 0
+}
+
+func (tlsTransport) terminate(c *Conn, _ codec.Status) { c.closeSocket() }
+
+// refusal is nothing: a TLS client reads no frame before its handshake.
+func (tlsTransport) refusal([]byte) []byte { return nil }
+
+func (tlsTransport) release(c *Conn) {
+	if c.ext != nil && c.ext.tls != nil {
+		c.ext.tls.release()
+	}
+}
+
 // startTLS begins the handshake of a TLS connection whose first bytes
 // arrived, or closes it and reports false when MaxHandshakes are running.
 func (h *Hub) startTLS(c *Conn) bool {
 	if h.handshakes.Add(1) > MaxHandshakes {
 		h.handshakes.Add(-1)
 		h.refused.Add(1)
+		c.setState(StateClosing, codec.StatusOverloaded) // no KICK can reach it; the close reason says why
 		c.nc.Close()
 		return false
 	}
@@ -105,10 +155,10 @@ func (t *tlsConn) handshake(h *Hub) {
 	if err != nil {
 		h.tlsFailures.Add(1)
 		h.log.Debug("tls handshake failed", "conn", t.c.id, "err", err)
-		t.c.nc.Close()
+		t.c.failed()
 		return
 	}
-	t.pump() // what arrived right behind the handshake
+	t.c.input(nil) // what arrived right behind the handshake
 }
 
 // feedTLS takes ciphertext from the reactor; after the handshake it
@@ -119,7 +169,7 @@ func (c *Conn) feedTLS(in []byte) {
 	if t.handshaking && len(t.in)+len(in) > maxCipherIn {
 		t.mu.Unlock()
 		c.hub.log.Debug("tls flood", "conn", c.id, "err", errCipherFlood)
-		c.nc.Close()
+		c.failed()
 		return
 	}
 	t.in = append(t.in, in...)
@@ -132,13 +182,28 @@ func (c *Conn) feedTLS(in []byte) {
 }
 
 // pump reads every whole record buffered, then hands the plaintext's
-// whole frames to the session.
+// whole frames to the session. A session that is over is closed after
+// proc is released: the close hook, which may run at once, takes proc to
+// release the session.
 func (t *tlsConn) pump() {
 	t.proc.Lock()
-	defer t.proc.Unlock()
+	err := t.read()
+	t.proc.Unlock()
+	switch {
+	case err == nil:
+	case errors.Is(err, io.EOF):
+		t.c.nc.Close() // close_notify: the client's goodbye
+	default:
+		t.c.failed() // a bad record or an alert
+	}
+}
+
+// read decrypts what is buffered and feeds the session; an error means
+// the session is over.
+func (t *tlsConn) read() error {
 	c := t.c
 	if c.State() >= StateClosing {
-		return
+		return nil
 	}
 	if t.plain == nil {
 		t.plain = bytebufferpool.Get()
@@ -155,18 +220,11 @@ func (t *tlsConn) pump() {
 			if errors.As(err, &wb) {
 				break
 			}
-			// close_notify, a bad record or an alert: the session is over.
-			c.nc.Close()
-			return
+			return err
 		}
 	}
-	used := c.feed(t.plain.B)
-	if rest := len(t.plain.B) - used; rest > 0 && c.State() < StateClosing {
-		t.plain.B = t.plain.B[:copy(t.plain.B, t.plain.B[used:])]
-		return
-	}
-	bytebufferpool.Put(t.plain)
-	t.plain = nil
+	keepRest(c, &t.plain, t.plain.B, streamFrames(c, t.plain.B))
+	return nil
 }
 
 // write is Conn.Write for TLS: encrypt b and write what the socket takes.

@@ -46,9 +46,13 @@ type Event struct {
 	Conn   string `json:"conn"`
 	Node   string `json:"node"`
 	// Reason is the KICK status that closed the connection, or "CLOSED"
-	// when the client went away on its own (disconnect only).
+	// when no KICK did (disconnect only).
 	Reason string `json:"reason,omitempty"`
-	TS     int64  `json:"ts"` // unix milliseconds
+	// Close is why the connection closed (disconnect only): client_closed,
+	// read_error, write_error, idle, kicked, slow_consumer or shutdown
+	// (conn.CloseReason).
+	Close string `json:"close,omitempty"`
+	TS    int64  `json:"ts"` // unix milliseconds
 }
 
 type batch struct {
@@ -115,12 +119,13 @@ func (s *Sink) Connected(node string, c *conn.Conn) {
 }
 
 // Disconnected implements conn.Events.
-func (s *Sink) Disconnected(node string, c *conn.Conn, status codec.Status) {
+func (s *Sink) Disconnected(node string, c *conn.Conn) {
+	why, status := c.CloseReason()
 	reason := "CLOSED"
 	if status != codec.StatusOK {
 		reason = status.String()
 	}
-	s.add(Event{Type: "disconnect", Device: c.Device(), Conn: strconv.FormatUint(c.ID(), 10), Node: node, Reason: reason, TS: time.Now().UnixMilli()})
+	s.add(Event{Type: "disconnect", Device: c.Device(), Conn: strconv.FormatUint(c.ID(), 10), Node: node, Reason: reason, Close: why.String(), TS: time.Now().UnixMilli()})
 }
 
 func (s *Sink) add(e Event) {

@@ -17,6 +17,7 @@ import (
 	"github.com/longlink/longlink/config"
 	"github.com/longlink/longlink/conn"
 	"github.com/longlink/longlink/dispatch/downstream"
+	"github.com/longlink/longlink/metrics"
 	"github.com/longlink/longlink/recovery"
 	"github.com/longlink/longlink/route"
 	"github.com/redis/go-redis/v9"
@@ -36,8 +37,9 @@ const (
 
 // clusterNode is a node's part in a cluster of nodes sharing one Redis
 // (-redis): the Redis route, the node registry, the bus between nodes and
-// the shared recovery store. It implements conn.Cluster (logins and
-// releases) and cluster.Handler (what other nodes ask of this one).
+// the shared recovery store. It implements peers (what this node asks of
+// the others, conn.Cluster included) and cluster.Handler (what other nodes
+// ask of this one).
 type clusterNode struct {
 	g        *Gateway
 	log      *slog.Logger
@@ -66,7 +68,7 @@ type connKey struct {
 }
 
 var (
-	_ conn.Cluster    = (*clusterNode)(nil)
+	_ peers           = (*clusterNode)(nil)
 	_ cluster.Handler = (*clusterNode)(nil)
 )
 
@@ -79,7 +81,8 @@ func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
 }
 
 // newClusterNode connects nothing yet: go-redis dials on first use, and
-// start subscribes and registers.
+// Start subscribes and registers. A node that never starts is released
+// with close.
 func newClusterNode(g *Gateway, cfg config.Config, log *slog.Logger) *clusterNode {
 	redis.SetLogger(redisLogger{log})
 	cl := &clusterNode{
@@ -139,10 +142,13 @@ func newClusterNode(g *Gateway, cfg config.Config, log *slog.Logger) *clusterNod
 }
 
 // info describes this node for the registry.
-func (cl *clusterNode) info() cluster.NodeInfo {
+func (cl *clusterNode) info() cluster.NodeInfo { return cl.nodeInfo(cl.g.localEndpoints()) }
+
+// nodeInfo describes this node, whose access points are local.
+func (cl *clusterNode) nodeInfo(local []api.Endpoint) cluster.NodeInfo {
 	g := cl.g
 	var eps []cluster.Endpoint
-	for _, ep := range g.localEndpoints() {
+	for _, ep := range local {
 		eps = append(eps, cluster.Endpoint{Proto: ep.Proto, Addr: ep.Addr})
 	}
 	return cluster.NodeInfo{
@@ -155,10 +161,10 @@ func (cl *clusterNode) info() cluster.NodeInfo {
 	}
 }
 
-// start subscribes, registers and starts the loops. Redis being down is
-// no reason not to start: the node serves its own clients and the loops
-// keep trying.
-func (cl *clusterNode) start() {
+// Start implements peers: it subscribes and registers. Redis being down
+// is no reason not to start: the node serves its own clients and the
+// loops keep trying.
+func (cl *clusterNode) Start() {
 	first, cancelFirst := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancelFirst()
 	if err := cl.bus.Start(first); err != nil {
@@ -169,9 +175,10 @@ func (cl *clusterNode) start() {
 	}
 }
 
-// announce registers the node again once its listeners are bound, with
-// their addresses, and starts the loops (which read the listeners).
-func (cl *clusterNode) announce() {
+// Announce implements peers: it registers the node again once its
+// listeners are bound, with their addresses, and starts the loops (which
+// read the listeners).
+func (cl *clusterNode) Announce() {
 	ctx, cancel := context.WithCancel(context.Background())
 	cl.cancel = cancel
 	cl.wg.Go(func() { cl.reg.Run(ctx) }) // registers at once
@@ -179,17 +186,18 @@ func (cl *clusterNode) announce() {
 	cl.log.Info("cluster: joined", "redis", cl.g.cfg.Redis, "node", cl.g.cfg.Node, "instance", cl.instance, "node_ttl", cl.reg.TTL())
 }
 
-// draining tells the other nodes to stop handing out this node's
-// endpoints; they keep routing to it until stop.
-func (cl *clusterNode) draining(ctx context.Context) {
+// Draining implements peers: it tells the other nodes to stop handing out
+// this node's endpoints; they keep routing to it until Stop.
+func (cl *clusterNode) Draining(ctx context.Context) {
 	if err := cl.reg.SetDraining(ctx); err != nil {
 		cl.log.Warn("cluster: cannot mark the node draining", "err", err)
 	}
 }
 
-// stop deregisters the node and closes its Redis connections, once its
-// connections are gone (their recovery state saved).
-func (cl *clusterNode) stop(ctx context.Context) {
+// Stop implements peers: it deregisters the node and closes its Redis
+// connections, once its connections are gone (their recovery state
+// saved).
+func (cl *clusterNode) Stop(ctx context.Context) {
 	if cl.cancel != nil {
 		cl.cancel()
 	}
@@ -197,9 +205,29 @@ func (cl *clusterNode) stop(ctx context.Context) {
 	if err := cl.reg.Deregister(ctx); err != nil {
 		cl.log.Warn("cluster: cannot deregister", "err", err)
 	}
+	cl.close()
+}
+
+// close closes what newClusterNode and New made (the bus, the shared
+// recovery store's background appends, the Redis client). Alone it is
+// how New lets go of a node it could not finish: such a node never
+// registered, so it does not deregister (another process may run under
+// its id).
+func (cl *clusterNode) close() {
 	_ = cl.bus.Close()
 	cl.g.rec.Close()
 	_ = cl.rdb.Close()
+}
+
+// AddStats implements peers.
+func (cl *clusterNode) AddStats(s *metrics.Snapshot) {
+	s.Push.Unrouted = cl.unrouted.Load()
+	s.Push.NoReply = cl.noReply.Load()
+	bs := cl.bus.Stats()
+	s.Queues = append(s.Queues,
+		metrics.QueueStats{Name: "cluster_replies", Dropped: bs.Dropped.Load()},
+		metrics.QueueStats{Name: "recovery_shared_appends", Dropped: cl.g.rec.Dropped()},
+	)
 }
 
 // refreshLoop renews the bindings of this node's devices a few times per
@@ -364,16 +392,18 @@ func (cl *clusterNode) Members(group string, devices []string, join bool) {
 	}
 }
 
-// push delivers frame to devices not connected here, through the nodes
-// they are connected to, and fills res: Delivered, Offline (their push is
-// kept for resume where they have recovery state) and Unrouted.
-func (cl *clusterNode) push(ctx context.Context, devices []string, frame []byte, res *api.PushResult) {
+// PushElsewhere implements peers: it delivers frame to devices not
+// connected here, through the nodes they are connected to, and fills res:
+// Delivered, Offline (their push is kept for resume where they have
+// recovery state) and Unrouted. Every device is accounted for: it
+// returns none.
+func (cl *clusterNode) PushElsewhere(ctx context.Context, devices []string, frame []byte, res *api.PushResult) []string {
 	locs, online, err := cl.route.LookupMany(ctx, devices)
 	if err != nil {
 		cl.log.Warn("cluster: the route is unreachable; devices not connected here are unrouted", "devices", len(devices), "err", err)
 		res.Unrouted = append(res.Unrouted, devices...)
 		cl.unrouted.Add(uint64(len(devices)))
-		return
+		return nil
 	}
 	var offline []string
 	byNode := make(map[string][]string)
@@ -428,6 +458,17 @@ func (cl *clusterNode) push(ctx context.Context, devices []string, frame []byte,
 		}
 		res.Offline = append(res.Offline, offline...)
 	}
+	return nil
+}
+
+// FanoutGroup implements peers, in one message to every other node.
+func (cl *clusterNode) FanoutGroup(ctx context.Context, group string, frame []byte) (int, error) {
+	return cl.fanout(ctx, cluster.Msg{Kind: cluster.KindGroup, Group: group, Frame: frame})
+}
+
+// FanoutAll implements peers, in one message to every other node.
+func (cl *clusterNode) FanoutAll(ctx context.Context, frame []byte) (int, error) {
+	return cl.fanout(ctx, cluster.Msg{Kind: cluster.KindAll, Frame: frame})
 }
 
 // fanout sends a group push or a broadcast to every other node and
@@ -449,8 +490,9 @@ func (cl *clusterNode) fanout(ctx context.Context, m cluster.Msg) (int, error) {
 	return n, nil
 }
 
-// kick closes device's connection on whichever node holds it.
-func (cl *clusterNode) kick(ctx context.Context, device, reason string) (bool, error) {
+// KickElsewhere implements peers: it closes device's connection on
+// whichever node holds it.
+func (cl *clusterNode) KickElsewhere(ctx context.Context, device, reason string) (bool, error) {
 	loc, online, err := cl.route.Lookup(ctx, device)
 	if err != nil || !online || loc.Node == cl.g.cfg.Node {
 		return false, err
@@ -460,26 +502,26 @@ func (cl *clusterNode) kick(ctx context.Context, device, reason string) (bool, e
 		Status: uint16(codec.StatusUnauthorized), Reason: reason,
 	})
 	if err != nil {
-		return false, fmt.Errorf("%w: kicking on node %s: %w", route.ErrUnavailable, loc.Node, err)
+		return false, fmt.Errorf("%w: kicking on node %s: %w", api.ErrPeersUnavailable, loc.Node, err)
 	}
 	return r.Count == 1, nil
 }
 
-// members tells the other nodes of a membership change, for the index of
-// whichever holds the devices.
-func (cl *clusterNode) members(ctx context.Context, group string, devices []string, join bool) error {
+// MembersChanged implements peers: it tells the other nodes of a
+// membership change, for the index of whichever holds the devices.
+func (cl *clusterNode) MembersChanged(ctx context.Context, group string, devices []string, join bool) error {
 	err := cl.bus.Publish(ctx, cluster.Msg{Kind: cluster.KindMembers, Group: group, Devices: devices, Join: join})
 	if err != nil {
-		return fmt.Errorf("%w: the membership is stored, but other nodes could not be told: %w", route.ErrUnavailable, err)
+		return fmt.Errorf("%w: the membership is stored, but other nodes could not be told: %w", api.ErrPeersUnavailable, err)
 	}
 	return nil
 }
 
-// endpoints lists the live nodes' access points, least loaded first, this
-// node's with its current load.
-func (cl *clusterNode) endpoints() []api.Endpoint {
+// Endpoints implements peers: the live nodes' access points, least loaded
+// first, this node's (local) with its current load.
+func (cl *clusterNode) Endpoints(local []api.Endpoint) []api.Endpoint {
 	nodes := cl.reg.Nodes()
-	self := cl.info()
+	self := cl.nodeInfo(local)
 	found := false
 	for i := range nodes {
 		if nodes[i].Node == self.Node {

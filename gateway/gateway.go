@@ -4,12 +4,13 @@
 // recovery store, and the HTTP API. It implements api.Gateway, the
 // operations the HTTP API exposes, on top of them.
 //
+// What a node asks of the other nodes is one interface, peers (peers.go).
 // With -redis the node is one of several sharing a Redis (cluster.go,
 // docs/cluster.md): the route is route.Redis, recovery state of devices
 // connected nowhere is kept in Redis, and pushes for devices of other
 // nodes, group pushes and broadcasts travel between nodes on the
-// cluster.Bus. Without it nothing of that exists: the in-memory route and
-// one node, as before.
+// cluster.Bus. Without it the peers are alone, which does nothing: the
+// in-memory route and one node.
 //
 // main.go is only flags → config.Config → gateway.New → Start → wait for
 // a signal → Shutdown; tests start whole nodes the same way.
@@ -58,7 +59,7 @@ type Gateway struct {
 	up    *upstream.Dispatcher
 	hub   *conn.Hub
 	evs   *events.Sink // nil without -events-url
-	cl    *clusterNode // nil without -redis: a single node
+	peers peers        // alone without -redis: a single node
 
 	tcp    *reactor.Listener
 	ws     *reactor.Listener
@@ -76,7 +77,7 @@ type Gateway struct {
 var configureOnce sync.Once
 
 // New builds a node from cfg, which must have passed Validate. Nothing
-// listens until Start.
+// listens until Start. When it fails, what it had started is closed.
 func New(cfg config.Config, log *slog.Logger) (*Gateway, error) {
 	if log == nil {
 		log = slog.Default()
@@ -86,57 +87,62 @@ func New(cfg config.Config, log *slog.Logger) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
+	// undo closes what New has started, newest first, when a later step
+	// fails.
+	var undo []func()
+	fail := func(err error) (*Gateway, error) {
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+		return nil, err
+	}
 	g := &Gateway{cfg: cfg, log: log, secret: []byte(cfg.JWTSecret), started: time.Now()}
 	g.route = route.NewMemory()
 	g.rec = recovery.New(cfg.RecoverSize, cfg.RecoverTTL)
-	var shared conn.Cluster // stays a nil interface on a single node
+	g.peers = alone{}
 	if cfg.Redis != "" {
-		g.cl = newClusterNode(g, cfg, log)
-		g.route = g.cl.route
-		g.rec.Share(g.cl.shared, recovery.ShareOptions{Logger: log})
-		shared = g.cl
+		cl := newClusterNode(g, cfg, log)
+		g.route = cl.route
+		g.rec.Share(cl.shared, recovery.ShareOptions{Logger: log})
+		g.peers = cl
+		undo = append(undo, cl.close)
 	}
 	workers := cfg.DownWorkers
 	if workers <= 0 {
 		workers = downWorkers(runtime.GOMAXPROCS(0))
 	}
-	var hub *conn.Hub
 	g.down, err = downstream.New(downstream.Options{
 		Workers:    workers,
 		MaxPending: cfg.MaxPending,
 		MaxQueue:   cfg.DownQueue,
-		KickFrame: func(dst []byte, s codec.Status, reason string) []byte {
-			return hub.KickFrame(dst, s, reason)
-		},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("gateway: %w", err)
+		return fail(fmt.Errorf("gateway: %w", err))
 	}
-	responder := &lateResponder{}
-	g.up, err = upstream.New(cfg.Biz, responder, upstream.Options{Node: cfg.Node, MaxBody: cfg.MaxFrame - codec.HeaderSize})
+	undo = append(undo, g.down.Close)
+	g.up, err = upstream.New(cfg.Biz, upstream.Options{Node: cfg.Node, MaxBody: cfg.MaxFrame - codec.HeaderSize})
 	if err != nil {
-		g.down.Close()
-		return nil, fmt.Errorf("gateway: businesses: %w", err)
+		return fail(fmt.Errorf("gateway: businesses: %w", err))
 	}
+	undo = append(undo, func() { _ = g.up.Close(context.Background()) }) // nothing was submitted: returns at once
 	var sink conn.Events
 	if cfg.EventsURL != "" {
 		g.evs = events.New(cfg.EventsURL, cfg.Node, events.Options{Logger: log})
 		sink = g.evs
+		undo = append(undo, func() { g.evs.Close(context.Background()) }) // nothing was queued: returns at once
 	}
 	var tlsConfig *tls.Config
 	if cfg.TLSListen != "" {
 		if g.cert, err = newCertificate(cfg.TLSCert, cfg.TLSKey); err != nil {
-			g.down.Close()
-			return nil, err
+			return fail(err)
 		}
 		tlsConfig = g.cert.config()
 	}
 	origins, err := websocket.ParseOrigins(cfg.WSOrigins)
 	if err != nil {
-		g.down.Close()
-		return nil, fmt.Errorf("gateway: -ws-origins: %w", err)
+		return fail(fmt.Errorf("gateway: -ws-origins: %w", err))
 	}
-	hub = conn.NewHub(conn.Options{
+	g.hub = conn.NewHub(conn.Options{
 		Node:             cfg.Node,
 		MaxFrame:         cfg.MaxFrame,
 		Heartbeat:        cfg.Heartbeat,
@@ -161,21 +167,14 @@ func New(cfg config.Config, log *slog.Logger) (*Gateway, error) {
 		Down:        g.down,
 		Upstream:    g.up,
 		Events:      sink,
-		Cluster:     shared,
+		Cluster:     g.peers,
+		SharedRoute: cfg.Redis != "",
 		TLS:         tlsConfig,
 		Origins:     origins,
 		Logger:      log,
 	})
-	responder.hub = hub
-	g.hub = hub
 	return g, nil
 }
-
-// lateResponder breaks the construction cycle between the dispatcher
-// (which needs a Responder) and the hub (which needs the dispatcher).
-type lateResponder struct{ hub *conn.Hub }
-
-func (r *lateResponder) Respond(req *upstream.Request, res upstream.Result) { r.hub.Respond(req, res) }
 
 // downWorkers is the number of downstream writers for procs Ps when
 // -down-workers is 0: one less than procs, at least 1. A writer in a fan-out
@@ -191,9 +190,7 @@ func downWorkers(procs int) int { return max(1, procs-1) }
 // registers, so that it can hear other nodes before its devices are bound.
 func (g *Gateway) Start() error {
 	var err error
-	if g.cl != nil {
-		g.cl.start()
-	}
+	g.peers.Start()
 	lopts := reactor.Options{SendBuffer: g.cfg.SendBuffer}
 	if g.cfg.Listen != "" {
 		if g.tcp, err = reactor.Listen(g.cfg.Listen, g.hub.Handler(conn.TCP), lopts); err != nil {
@@ -247,9 +244,7 @@ func (g *Gateway) Start() error {
 		}()
 		g.log.Info("listening", "proto", "http", "addr", g.apiLn.Addr().String())
 	}
-	if g.cl != nil {
-		g.cl.announce() // now with the bound endpoints
-	}
+	g.peers.Announce() // now with the bound endpoints
 	g.ready.Store(true)
 	return nil
 }
@@ -290,9 +285,7 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 
 func (g *Gateway) shutdown(ctx context.Context) error {
 	g.ready.Store(false)
-	if g.cl != nil {
-		g.cl.draining(ctx)
-	}
+	g.peers.Draining(ctx)
 	for _, l := range []*reactor.Listener{g.tcp, g.ws, g.tlsL} {
 		if l != nil {
 			_ = l.StopAccepting()
@@ -316,11 +309,9 @@ func (g *Gateway) shutdown(ctx context.Context) error {
 	if g.apiSrv != nil {
 		_ = g.apiSrv.Shutdown(ctx)
 	}
-	if g.cl != nil {
-		// The connections are gone and their recovery state saved: leave
-		// the cluster before the parts that other nodes' messages use.
-		g.cl.stop(ctx)
-	}
+	// The connections are gone and their recovery state saved: leave the
+	// cluster before the parts that other nodes' messages use.
+	g.peers.Stop(ctx)
 	g.hub.Close()
 	g.down.Close()
 	if g.evs != nil {
@@ -389,15 +380,7 @@ func (g *Gateway) Stats() metrics.Snapshot {
 			{Name: "downstream_blocked_conns", Len: d.Pending, Dropped: d.SlowConsumers},
 		},
 	}
-	if g.cl != nil {
-		s.Push.Unrouted = g.cl.unrouted.Load()
-		s.Push.NoReply = g.cl.noReply.Load()
-		bs := g.cl.bus.Stats()
-		s.Queues = append(s.Queues,
-			metrics.QueueStats{Name: "cluster_replies", Dropped: bs.Dropped.Load()},
-			metrics.QueueStats{Name: "recovery_shared_appends", Dropped: g.rec.Dropped()},
-		)
-	}
+	g.peers.AddStats(&s)
 	if g.evs != nil {
 		_, dropped, _, queued := g.evs.Stats()
 		s.Queues = append(s.Queues, metrics.QueueStats{Name: "events", Len: int64(queued), Cap: int64(g.evs.Cap()), Dropped: dropped})
@@ -405,6 +388,12 @@ func (g *Gateway) Stats() metrics.Snapshot {
 	for st, n := range h.Kicks {
 		if n > 0 {
 			s.Kicks[codec.Status(st).String()] = n
+		}
+	}
+	s.Closes = make(map[string]uint64, len(h.Closes))
+	for r, n := range h.Closes {
+		if n > 0 {
+			s.Closes[conn.CloseReason(r).String()] = n
 		}
 	}
 	return s
@@ -418,10 +407,7 @@ func (g *Gateway) Token(device, app string, ttl time.Duration, groups []string) 
 // Endpoints implements api.Gateway: this node's access points, or with
 // -redis those of every live node, least loaded first.
 func (g *Gateway) Endpoints(context.Context) ([]api.Endpoint, error) {
-	if g.cl != nil {
-		return g.cl.endpoints(), nil
-	}
-	return g.localEndpoints(), nil
+	return g.peers.Endpoints(g.localEndpoints()), nil
 }
 
 // localEndpoints lists this node's access points.
@@ -477,10 +463,7 @@ func (g *Gateway) Kick(ctx context.Context, device, reason string) (bool, error)
 	if g.hub.Kick(device, codec.StatusUnauthorized, reason) {
 		return true, nil
 	}
-	if g.cl != nil {
-		return g.cl.kick(ctx, device, reason)
-	}
-	return false, nil
+	return g.peers.KickElsewhere(ctx, device, reason)
 }
 
 // Join implements api.Gateway.
@@ -491,10 +474,7 @@ func (g *Gateway) Join(ctx context.Context, group string, devices []string) erro
 	for _, d := range devices {
 		g.hub.Join(group, d)
 	}
-	if g.cl != nil {
-		return g.cl.members(ctx, group, devices, true)
-	}
-	return nil
+	return g.peers.MembersChanged(ctx, group, devices, true)
 }
 
 // Leave implements api.Gateway.
@@ -505,10 +485,7 @@ func (g *Gateway) Leave(ctx context.Context, group string, devices []string) err
 	for _, d := range devices {
 		g.hub.Leave(group, d)
 	}
-	if g.cl != nil {
-		return g.cl.members(ctx, group, devices, false)
-	}
-	return nil
+	return g.peers.MembersChanged(ctx, group, devices, false)
 }
 
 // GroupSize implements api.Gateway.

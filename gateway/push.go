@@ -6,11 +6,9 @@ import (
 	"time"
 
 	"github.com/longlink/longlink/api"
-	"github.com/longlink/longlink/cluster"
 	"github.com/longlink/longlink/codec"
 	"github.com/longlink/longlink/conn"
 	"github.com/longlink/longlink/dispatch/downstream"
-	"github.com/longlink/longlink/route"
 )
 
 // encodePush encodes msg once as a PUSH with seq 0; every delivery copies
@@ -30,23 +28,25 @@ func (g *Gateway) checkSize(p *downstream.Push) error {
 }
 
 // Push implements api.Gateway: unicast and batch unicast. Devices
-// connected here are served at once; with -redis the others are looked up
-// in one round trip and sent to their nodes, one message per node.
+// connected here are served at once; the others go to the peers (with
+// -redis they are looked up in one round trip and sent to their nodes,
+// one message per node), and those no node holds are kept for resume here
+// and reported offline.
 func (g *Gateway) Push(ctx context.Context, devices []string, msg api.Message) (api.PushResult, error) {
 	p := encodePush(msg, "")
 	if err := g.checkSize(p); err != nil {
 		return api.PushResult{}, err
 	}
 	g.pushRequests.Add(1)
-	res := api.PushResult{Offline: []string{}}
+	res := api.PushResult{}
 	now := time.Now()
-	seen := make(map[string]struct{}, len(devices))
-	var away []string
+	order := make(map[string]int, len(devices)) // each device's place in the request
+	var away, closing []string
 	for _, d := range devices {
-		if _, dup := seen[d]; dup {
+		if _, dup := order[d]; dup {
 			continue
 		}
-		seen[d] = struct{}{}
+		order[d] = len(order)
 		if c := g.hub.Lookup(d); c != nil {
 			g.down.Push(c, p)
 			if c.State() < conn.StateClosing {
@@ -54,24 +54,39 @@ func (g *Gateway) Push(ctx context.Context, devices []string, msg api.Message) (
 			} else {
 				// Closing (a slow consumer waiting for its KICK to be
 				// read): the push is handed back for resume.
-				res.Offline = append(res.Offline, d)
+				closing = append(closing, d)
 			}
 			continue
 		}
-		if g.cl != nil {
-			away = append(away, d)
-			continue
-		}
-		// Not connected here: kept for resume if the device left
-		// recently, and reported offline either way.
-		g.rec.Offline(d, p.Frame, now)
-		res.Offline = append(res.Offline, d)
+		away = append(away, d)
 	}
+	var nowhere []string
 	if len(away) > 0 {
-		g.cl.push(ctx, away, p.Frame, &res)
+		nowhere = g.peers.PushElsewhere(ctx, away, p.Frame, &res)
 	}
+	// Not connected anywhere: kept for resume if the device left
+	// recently, and reported offline either way.
+	for _, d := range nowhere {
+		g.rec.Offline(d, p.Frame, now)
+	}
+	res.Offline = append(inRequestOrder(closing, nowhere, order), res.Offline...)
 	g.offline.Add(uint64(len(res.Offline)))
 	return res, nil
+}
+
+// inRequestOrder merges a and b, each in request order, into one list in
+// request order (order holds each device's place): docs/api.md promises
+// offline devices in request order.
+func inRequestOrder(a, b []string, order map[string]int) []string {
+	out := make([]string, 0, len(a)+len(b))
+	for len(a) > 0 && len(b) > 0 {
+		if order[a[0]] < order[b[0]] {
+			out, a = append(out, a[0]), a[1:]
+		} else {
+			out, b = append(out, b[0]), b[1:]
+		}
+	}
+	return append(append(out, a...), b...)
 }
 
 // deliverMany hands p to every connection of ts.
@@ -82,17 +97,13 @@ func (g *Gateway) deliverMany(ts []downstream.Target, p *downstream.Push) int {
 	return len(ts)
 }
 
-// fanout adds the deliveries of the other nodes to local, the count of
-// this node's. When they cannot be reached the error says how far the
-// push went, and wraps route.ErrUnavailable (the API answers 503).
-func (g *Gateway) fanout(ctx context.Context, local int, m cluster.Msg) (int, error) {
-	if g.cl == nil {
-		return local, nil
-	}
-	remote, err := g.cl.fanout(ctx, m)
+// fanned adds remote, the other nodes' deliveries, to local, this node's.
+// When they could not be reached the error says how far the push went,
+// and wraps api.ErrPeersUnavailable (the API answers 503).
+func (g *Gateway) fanned(local, remote int, err error) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("%w: delivered to the %d connections of node %s only; the other nodes could not be reached: %w",
-			route.ErrUnavailable, local, g.cfg.Node, err)
+			api.ErrPeersUnavailable, local, g.cfg.Node, err)
 	}
 	return local + remote, nil
 }
@@ -106,7 +117,8 @@ func (g *Gateway) PushGroup(ctx context.Context, group string, msg api.Message) 
 	}
 	g.pushRequests.Add(1)
 	n := g.deliverMany(g.hub.Members(group), p)
-	return g.fanout(ctx, n, cluster.Msg{Kind: cluster.KindGroup, Group: group, Frame: p.Frame})
+	remote, err := g.peers.FanoutGroup(ctx, group, p.Frame)
+	return g.fanned(n, remote, err)
 }
 
 // Broadcast implements api.Gateway. With -redis the push also goes, in
@@ -118,5 +130,6 @@ func (g *Gateway) Broadcast(ctx context.Context, msg api.Message) (int, error) {
 	}
 	g.pushRequests.Add(1)
 	n := g.deliverMany(g.hub.All(nil), p)
-	return g.fanout(ctx, n, cluster.Msg{Kind: cluster.KindAll, Frame: p.Frame})
+	remote, err := g.peers.FanoutAll(ctx, p.Frame)
+	return g.fanned(n, remote, err)
 }

@@ -21,6 +21,7 @@
 //	longlink_logins_total, longlink_login_failures_total           counters
 //	longlink_frames_{in,out}_total, longlink_bytes_{in,out}_total  counters
 //	longlink_kicks_total{status}                                   counter
+//	longlink_closes_total{reason}                                  counter
 //	longlink_push_{requests,deliveries,offline,recovered,acks}_total counters
 //	longlink_push_{unrouted,no_reply}_total                        counters (-redis)
 //	longlink_biz_requests_total{biz}                               counter

@@ -42,6 +42,7 @@ var (
 	descBytesOut       = desc("bytes_out_total", "Bytes written to clients.")
 	descWrites         = desc("writes_total", "Write system calls to client sockets; frames_out_total / writes_total is the coalescing ratio.")
 	descKicks          = desc("kicks_total", "KICK frames sent, by status.", "status")
+	descCloses         = desc("closes_total", "Connections closed, by reason: client_closed, read_error, write_error, idle, kicked, slow_consumer, shutdown.", "reason")
 	descPushRequests   = desc("push_requests_total", "Push API calls accepted (unicast, group and broadcast).")
 	descPushDeliveries = desc("push_deliveries_total", "PUSH frames handed to connections.")
 	descPushOffline    = desc("push_offline_total", "Unicast push targets that were not connected.")
@@ -62,7 +63,7 @@ var (
 	allDescs = []*prometheus.Desc{
 		descConnections, descLoggedIn, descAccepted, descRefused, descRefusedSource, descThrottled, descRateLimited, descLogins,
 		descLoginFailures, descFramesIn, descFramesOut, descBytesIn, descBytesOut, descWrites,
-		descKicks, descPushRequests, descPushDeliveries, descPushOffline,
+		descKicks, descCloses, descPushRequests, descPushDeliveries, descPushOffline,
 		descPushRecovered, descPushAcks, descPushUnrouted, descPushNoReply, descBizRequests, descBizResults,
 		descBizQueued, descBizInFlight, descBizBreakerOpen, descBizLatency,
 		descQueueLen, descQueueCap, descQueueDropped,
@@ -116,6 +117,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	c.counter(ch, descWrites, s.Writes)
 	for status, n := range s.Kicks {
 		c.counter(ch, descKicks, n, status)
+	}
+	for reason, n := range s.Closes {
+		c.counter(ch, descCloses, n, reason)
 	}
 
 	c.counter(ch, descPushRequests, s.Push.Requests)

@@ -35,6 +35,7 @@ func sampleSnapshot() Snapshot {
 		BytesOut:      2000,
 		Writes:        30,
 		Kicks:         map[string]uint64{"IDLE_TIMEOUT": 4, "BAD_FRAME": 1},
+		Closes:        map[string]uint64{"client_closed": 3, "write_error": 2},
 		Push:          PushStats{Requests: 5, Deliveries: 50, Offline: 3, Recovered: 2, Acks: 40, Unrouted: 6, NoReply: 7},
 		Businesses: []BizStats{
 			{ID: 1, Target: "echo", Requests: 9, Results: map[string]uint64{"OK": 8, "TIMEOUT": 1},
@@ -95,6 +96,10 @@ longlink_writes_total 30
 # TYPE longlink_kicks_total counter
 longlink_kicks_total{status="BAD_FRAME"} 1
 longlink_kicks_total{status="IDLE_TIMEOUT"} 4
+# HELP longlink_closes_total Connections closed, by reason: client_closed, read_error, write_error, idle, kicked, slow_consumer, shutdown.
+# TYPE longlink_closes_total counter
+longlink_closes_total{reason="client_closed"} 3
+longlink_closes_total{reason="write_error"} 2
 # HELP longlink_push_requests_total Push API calls accepted (unicast, group and broadcast).
 # TYPE longlink_push_requests_total counter
 longlink_push_requests_total 5

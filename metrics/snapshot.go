@@ -35,6 +35,9 @@ type Snapshot struct {
 	Writes uint64 `json:"writes"`
 	// Kicks counts KICKs sent, by status name (BAD_FRAME, IDLE_TIMEOUT...).
 	Kicks map[string]uint64 `json:"kicks"`
+	// Closes counts connections closed, by reason (client_closed,
+	// read_error, write_error, idle, kicked, slow_consumer, shutdown).
+	Closes map[string]uint64 `json:"closes"`
 
 	Push       PushStats    `json:"push"`
 	Businesses []BizStats   `json:"businesses"`

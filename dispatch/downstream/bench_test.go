@@ -126,9 +126,12 @@ func (c *benchConn) StampPush(frame []byte, _ *downstream.Push) {
 	codec.SetSeq(frame, c.seq)
 }
 func (c *benchConn) Undelivered(*downstream.Push)  {}
-func (c *benchConn) Terminate(status codec.Status) { c.env.terminated.Add(1) }
+func (c *benchConn) Terminate(codec.Status, error) { c.env.terminated.Add(1) }
 func (c *benchConn) Cut(codec.Status)              {}
 func (c *benchConn) FrameLen(b []byte) int         { return codec.FrameSize(b) }
+
+// AppendKick implements downstream.Conn: no KICK.
+func (c *benchConn) AppendKick(dst []byte, _ codec.Status, _ string) []byte { return dst }
 
 // Backlog implements downstream.Conn.
 func (c *benchConn) Backlog() int { return 0 }

@@ -12,7 +12,7 @@ import (
 )
 
 // Conn is a connection as the task group sees it. Its methods are called
-// only from the worker that owns it.
+// only from the worker that owns it, except AppendKick.
 type Conn interface {
 	// ID picks the connection's worker.
 	ID() uint64
@@ -22,6 +22,11 @@ type Conn interface {
 	// to dst and returns where the frame's own bytes start (for TCP that
 	// is the frame itself; WebSocket puts a message header before it).
 	AppendFrame(dst, frame []byte) (out []byte, at int)
+	// AppendKick appends the KICK frame for status and reason to dst (the
+	// frame itself: AppendFrame encodes it for the transport later), or
+	// nothing for a connection that sends no KICK. Kick and Cut call it
+	// from their caller's goroutine, so it must be safe for concurrent use.
+	AppendKick(dst []byte, status codec.Status, reason string) []byte
 	// Write writes b to the socket without blocking and returns how much
 	// it took; an error means the connection is gone. A transport that
 	// transforms bytes (TLS) may take b whole and keep some of its output
@@ -49,8 +54,9 @@ type Conn interface {
 	// written, and pushes that come now are handed to Undelivered.
 	Cut(status codec.Status)
 	// Terminate closes the socket. status is why (metrics, logs); any
-	// KICK has already been written or attempted.
-	Terminate(status codec.Status)
+	// KICK has already been written or attempted. writeErr is the error of
+	// the write that failed and ended the connection, nil when none did.
+	Terminate(status codec.Status, writeErr error)
 	// WatchWritable asks for one report when the socket can take bytes
 	// again: it calls ArmWritable(ep, fd, key) with the socket's
 	// descriptor, holding off a concurrent close so that the number
@@ -118,8 +124,6 @@ type Options struct {
 	// so a push API caller that outruns the sockets is slowed down
 	// instead of growing memory. Zero means DefaultMaxQueue.
 	MaxQueue int
-	// KickFrame encodes a KICK frame for status and reason into dst.
-	KickFrame func(dst []byte, status codec.Status, reason string) []byte
 }
 
 // DefaultMaxQueue is MaxQueue's default: enough pushes to a large group in
@@ -373,13 +377,9 @@ func (g *Group) share(n int) int { return (n + len(g.workers) - 1) / len(g.worke
 func (g *Group) Kick(c Conn, status codec.Status, reason string) {
 	w := g.worker(c)
 	w.mu.Lock()
-	if g.opts.KickFrame != nil {
-		off := len(w.staging)
-		w.staging = g.opts.KickFrame(w.staging, status, reason)
-		w.tasks = append(w.tasks, task{c: c, kind: taskKick, status: status, off: int32(off), n: int32(len(w.staging) - off)})
-	} else {
-		w.tasks = append(w.tasks, task{c: c, kind: taskKick, status: status})
-	}
+	off := len(w.staging)
+	w.staging = c.AppendKick(w.staging, status, reason)
+	w.tasks = append(w.tasks, task{c: c, kind: taskKick, status: status, off: int32(off), n: int32(len(w.staging) - off)})
 	w.queued++
 	w.mu.Unlock()
 	w.signal()
@@ -394,9 +394,7 @@ func (g *Group) Cut(c Conn, status codec.Status, reason string) {
 	w := g.worker(c)
 	w.mu.Lock()
 	off := len(w.staging)
-	if g.opts.KickFrame != nil {
-		w.staging = g.opts.KickFrame(w.staging, status, reason)
-	}
+	w.staging = c.AppendKick(w.staging, status, reason)
 	w.tasks = append(w.tasks, task{c: c, kind: taskCut, status: status, off: int32(off), n: int32(len(w.staging) - off)})
 	w.queued++
 	w.mu.Unlock()
@@ -717,7 +715,7 @@ func (w *worker) flush(c Conn) {
 		n, err := c.Write(pending)
 		w.stats.Writes.Add(1)
 		if err != nil {
-			w.terminate(c, ob, codec.StatusOK)
+			w.terminateErr(c, ob, codec.StatusOK, err)
 			return
 		}
 		w.stats.BytesOut.Add(uint64(n))
@@ -801,10 +799,7 @@ func (ob *Outbox) unblock(w *worker) {
 
 // slowConsumer cuts off a connection whose socket fell too far behind.
 func (w *worker) slowConsumer(c Conn, ob *Outbox) {
-	var kick []byte
-	if w.g.opts.KickFrame != nil {
-		kick = w.g.opts.KickFrame(nil, codec.StatusSlowConsumer, "outbound queue overflowed")
-	}
+	kick := c.AppendKick(nil, codec.StatusSlowConsumer, "outbound queue overflowed")
 	c.Cut(codec.StatusSlowConsumer)
 	w.cutOff(c, ob, kick, codec.StatusSlowConsumer)
 }
@@ -835,14 +830,20 @@ func (w *worker) cutOff(c Conn, ob *Outbox, kick []byte, status codec.Status) {
 	w.dirtied(c, ob)
 }
 
+// terminate drops c's output and closes it with status.
 func (w *worker) terminate(c Conn, ob *Outbox, status codec.Status) {
+	w.terminateErr(c, ob, status, nil)
+}
+
+// terminateErr is terminate after a write that failed with err.
+func (w *worker) terminateErr(c Conn, ob *Outbox, status codec.Status, err error) {
 	ob.release(w)
 	ob.unblock(w)
 	if ob.flags&outboxListed != 0 {
 		delete(w.blocked, c.ID())
 	}
 	ob.flags = outboxDone
-	c.Terminate(status)
+	c.Terminate(status, err)
 }
 
 // writable queues the ID of a blocked connection whose socket the kernel

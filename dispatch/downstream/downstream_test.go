@@ -113,7 +113,7 @@ func TestSendFirst(t *testing.T) {
 		g.Push(c, newPush("p-1", []byte("new")))
 		g.Send(c, respFrame(nil, 3, 1))
 	}()
-	time.Sleep(100 * time.Millisecond) // room for a wrong worker to write
+	time.Sleep(100 * time.Millisecond) // the test's input: room for a wrong worker to write, which must not
 	if fs, _, err := r.snapshot(); len(fs) != 0 || err != nil {
 		t.Fatalf("%d frames (err %v) written while publish runs; want none", len(fs), err)
 	}
@@ -310,12 +310,10 @@ func TestKick(t *testing.T) {
 	for _, withFrame := range []bool{true, false} {
 		t.Run(fmt.Sprintf("kickFrame=%v", withFrame), func(t *testing.T) {
 			o := downstream.Options{Workers: 2}
-			if withFrame {
-				o.KickFrame = kickFrame
-			}
 			g, _ := newGroup(t, o)
 			srv := newServer(t)
 			a := srv.conn(1, pairOpts{})
+			a.noKick = !withFrame
 			r := startReader(a.peer)
 			other := srv.conn(2, pairOpts{}) // on the other worker
 			ro := startReader(other.peer)
@@ -388,7 +386,7 @@ func TestKick(t *testing.T) {
 // follow the KICK on the wire, and a push queued after it was not
 // delivered, so it must reach Undelivered to stay recoverable.
 func TestKickIsLastFrame(t *testing.T) {
-	g, _ := newGroup(t, downstream.Options{Workers: 1, KickFrame: kickFrame})
+	g, _ := newGroup(t, downstream.Options{Workers: 1})
 	srv := newServer(t)
 	gate := srv.conn(100, pairOpts{gate: true})
 	startReader(gate.peer)
@@ -423,7 +421,7 @@ func TestKickIsLastFrame(t *testing.T) {
 // queued before is written, even when that takes several retries.
 func TestCloseAfterFlush(t *testing.T) {
 	t.Run("flushed", func(t *testing.T) {
-		g, _ := newGroup(t, downstream.Options{Workers: 1, KickFrame: kickFrame})
+		g, _ := newGroup(t, downstream.Options{Workers: 1})
 		srv := newServer(t)
 		a := srv.conn(1, pairOpts{})
 		r := startReader(a.peer)
@@ -444,7 +442,7 @@ func TestCloseAfterFlush(t *testing.T) {
 	})
 
 	t.Run("blocked", func(t *testing.T) {
-		g, _ := newGroup(t, downstream.Options{Workers: 1, KickFrame: kickFrame})
+		g, _ := newGroup(t, downstream.Options{Workers: 1})
 		srv := newServer(t)
 		a := srv.conn(1, pairOpts{sndbuf: 4096, rcvbuf: 4096})
 		const n, size = 200, 1024
@@ -458,7 +456,7 @@ func TestCloseAfterFlush(t *testing.T) {
 			}
 			return nil
 		})
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond) // the test's input: time for a wrong close, which must not come
 		if a.terminated() {
 			t.Fatal("terminated with bytes still pending")
 		}
@@ -490,7 +488,7 @@ func TestCloseAfterFlush(t *testing.T) {
 // KICK(SLOW_CONSUMER), and only then is it closed.
 func TestSlowConsumer(t *testing.T) {
 	const maxPending = 64 << 10
-	g, _ := newGroup(t, downstream.Options{Workers: 1, MaxPending: maxPending, KickFrame: kickFrame})
+	g, _ := newGroup(t, downstream.Options{Workers: 1, MaxPending: maxPending})
 	srv := newServer(t)
 	slow := srv.conn(1, pairOpts{sndbuf: 4096, rcvbuf: 4096}) // not read until it is cut off
 	fast := srv.conn(2, pairOpts{})
@@ -503,7 +501,7 @@ func TestSlowConsumer(t *testing.T) {
 		ps[k] = newPush(fmt.Sprintf("m%d", k), body)
 		g.PushMany(targets(slow, fast), ps[k])
 		if k%20 == 19 {
-			time.Sleep(time.Millisecond) // let the fast reader keep up
+			rf.waitFrames(t, k+1, waitLong) // the fast reader keeps up
 		}
 	}
 	checkFor(t, waitLong, time.Millisecond, func() error {
@@ -576,7 +574,7 @@ func TestSlowConsumer(t *testing.T) {
 // buffers still had room for the KICK is closed once it was written.
 func TestCutOffWaitsWriteTimeout(t *testing.T) {
 	const timeout = 200 * time.Millisecond
-	g, _ := newGroup(t, downstream.Options{Workers: 1, MaxPending: 16 << 10, WriteTimeout: timeout, Retry: 10 * time.Millisecond, KickFrame: kickFrame})
+	g, _ := newGroup(t, downstream.Options{Workers: 1, MaxPending: 16 << 10, WriteTimeout: timeout, Retry: 10 * time.Millisecond})
 	srv := newServer(t)
 	slow := srv.conn(1, pairOpts{sndbuf: 4096, rcvbuf: 4096})
 	for k := 1; k <= 200; k++ {
@@ -608,7 +606,7 @@ func TestCutOffWaitsWriteTimeout(t *testing.T) {
 // client cannot make the node stage answers faster than they drain.
 func TestSendBound(t *testing.T) {
 	const maxPending = 32 << 10
-	g, _ := newGroup(t, downstream.Options{Workers: 1, MaxPending: maxPending, KickFrame: kickFrame})
+	g, _ := newGroup(t, downstream.Options{Workers: 1, MaxPending: maxPending})
 	srv := newServer(t)
 	gate := srv.conn(100, pairOpts{gate: true})
 	startReader(gate.peer)
@@ -643,7 +641,7 @@ func TestSendBound(t *testing.T) {
 // MaxPending; another connection on the same worker keeps receiving.
 func TestWriteTimeout(t *testing.T) {
 	const timeout = 150 * time.Millisecond
-	g, _ := newGroup(t, downstream.Options{Workers: 1, MaxPending: 1 << 20, WriteTimeout: timeout, Retry: time.Millisecond, KickFrame: kickFrame})
+	g, _ := newGroup(t, downstream.Options{Workers: 1, MaxPending: 1 << 20, WriteTimeout: timeout, Retry: time.Millisecond})
 	srv := newServer(t)
 	stuck := srv.conn(1, pairOpts{sndbuf: 4096, rcvbuf: 4096})
 	other := srv.conn(2, pairOpts{})
@@ -659,11 +657,10 @@ func TestWriteTimeout(t *testing.T) {
 		}
 		return nil
 	})
-	for k := 1; k <= 20; k++ {
+	for k := 1; k <= 20; k++ { // one at a time, each received while stuck is blocked
 		g.Send(other, respFrame(nil, uint32(k), 10))
-		time.Sleep(time.Millisecond)
+		ro.waitFrames(t, k, waitLong)
 	}
-	ro.waitFrames(t, 20, waitLong)
 
 	if s := stuck.waitTerminated(t, waitLong); s != codec.StatusSlowConsumer {
 		t.Fatalf("Terminate(%v), want SLOW_CONSUMER", s)
@@ -693,7 +690,7 @@ func TestWriteTimeout(t *testing.T) {
 // MaxPending.
 func TestWriteTimeoutCountsFromLastProgress(t *testing.T) {
 	const timeout = 300 * time.Millisecond
-	g, _ := newGroup(t, downstream.Options{Workers: 1, MaxPending: 1 << 20, WriteTimeout: timeout, Retry: time.Millisecond, KickFrame: kickFrame})
+	g, _ := newGroup(t, downstream.Options{Workers: 1, MaxPending: 1 << 20, WriteTimeout: timeout, Retry: time.Millisecond})
 	srv := newServer(t)
 	a := srv.conn(1, pairOpts{sndbuf: 4096, rcvbuf: 4096})
 
@@ -756,7 +753,7 @@ func TestWriteTimeoutCountsFromLastProgress(t *testing.T) {
 // TestPeerGone: a write error (the peer reset the connection) terminates
 // the connection with OK, and later pushes reach Undelivered.
 func TestPeerGone(t *testing.T) {
-	g, _ := newGroup(t, downstream.Options{Workers: 1, KickFrame: kickFrame})
+	g, _ := newGroup(t, downstream.Options{Workers: 1})
 	srv := newServer(t)
 	a := srv.conn(1, pairOpts{})
 	if err := a.peer.SetLinger(0); err != nil {
@@ -772,6 +769,12 @@ func TestPeerGone(t *testing.T) {
 	})
 	if s := a.waitTerminated(t, waitLong); s != codec.StatusOK {
 		t.Fatalf("Terminate(%v), want OK for a peer that left", s)
+	}
+	a.mu.Lock()
+	writeErr := a.writeErr
+	a.mu.Unlock()
+	if writeErr == nil {
+		t.Fatal("Terminate was not told of the failed write")
 	}
 	p := newPush("x", nil)
 	g.Push(a, p)
@@ -830,7 +833,7 @@ func TestCloseStopsWorkers(t *testing.T) {
 // own bytes inside the wrapping, and SendRaw bytes go out as they are, all
 // in order.
 func TestTransportFraming(t *testing.T) {
-	g, _ := newGroup(t, downstream.Options{Workers: 1, KickFrame: kickFrame})
+	g, _ := newGroup(t, downstream.Options{Workers: 1})
 	srv := newServer(t)
 	a := srv.conn(1, pairOpts{})
 	a.ws = true
@@ -929,7 +932,9 @@ func TestPushBackpressure(t *testing.T) {
 			queued.Add(1)
 		}
 	}()
-	// The producer must stall just past the bound while the worker is held.
+	// The producer must stall just past the bound while the worker is held:
+	// the wait is the test's input, time in which it must not go further
+	// (the Queued check below fails if it never started).
 	time.Sleep(200 * time.Millisecond)
 	if n := queued.Load(); n > maxQueue+1 {
 		t.Fatalf("%d pushes queued while the worker was held; MaxQueue is %d", n, maxQueue)
@@ -963,13 +968,16 @@ func (c *panicConn) Write(b []byte) (int, error)        { return len(b), nil }
 func (c *panicConn) Backlog() int                       { return 0 }
 func (c *panicConn) StampPush([]byte, *downstream.Push) {}
 func (c *panicConn) Undelivered(*downstream.Push)       {}
-func (c *panicConn) Terminate(codec.Status)             {}
+func (c *panicConn) Terminate(codec.Status, error)      {}
 func (c *panicConn) Cut(codec.Status)                   {}
 func (c *panicConn) FrameLen(b []byte) int              { return codec.FrameSize(b) }
 func (c *panicConn) WatchWritable(int, uint64) error    { return nil }
 func (c *panicConn) AppendFrame(dst, frame []byte) ([]byte, int) {
 	panic("transport bug")
 }
+
+// AppendKick implements downstream.Conn: no KICK.
+func (c *panicConn) AppendKick(dst []byte, _ codec.Status, _ string) []byte { return dst }
 
 // TestWorkerSurvivesPanic: a panic in one connection's transport is
 // recovered and counted, and the worker goes on serving its others.
@@ -1002,7 +1010,7 @@ func TestWorkerSurvivesPanic(t *testing.T) {
 // again on a short timer (2 ms once: about 100 attempts per socket here).
 func TestBlockedSocketsCostNothing(t *testing.T) {
 	const conns = 50
-	g, _ := newGroup(t, downstream.Options{Workers: 2, KickFrame: kickFrame})
+	g, _ := newGroup(t, downstream.Options{Workers: 2})
 	blockSockets(t, g, conns)
 	// The peers' kernels may still be acknowledging the last bytes, which
 	// makes room for a last write or two: let them finish.
@@ -1020,7 +1028,7 @@ func TestBlockedSocketsCostNothing(t *testing.T) {
 // can.
 func TestBlockedSocketsWakeOnWritable(t *testing.T) {
 	const conns = 50
-	g, _ := newGroup(t, downstream.Options{Workers: 2, WriteTimeout: time.Hour, Retry: time.Hour, KickFrame: kickFrame})
+	g, _ := newGroup(t, downstream.Options{Workers: 2, WriteTimeout: time.Hour, Retry: time.Hour})
 	cs, want := blockSockets(t, g, conns)
 	readers := make([]*rawReader, conns)
 	for i, c := range cs {

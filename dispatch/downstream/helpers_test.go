@@ -34,6 +34,7 @@ type sockConn struct {
 	fd   int
 
 	ws       bool          // AppendFrame wraps each frame in a WebSocket binary message header
+	noKick   bool          // AppendKick appends nothing: a connection that sends no KICK
 	gate     chan struct{} // when set, Outbox blocks until it is closed
 	gateSkip atomic.Int32  // Outbox calls the gate lets through before it blocks
 	entered  chan struct{} // closed when the worker first blocks on gate
@@ -54,6 +55,7 @@ type sockConn struct {
 	progressAt   []time.Time // when each Write that took bytes returned
 	undelivered  []*downstream.Push
 	terminatedAt time.Time
+	writeErr     error // what Terminate was told of the failed write
 }
 
 var _ downstream.Conn = (*sockConn)(nil)
@@ -91,6 +93,14 @@ func appendWSHeader(dst []byte, n int) []byte {
 		}
 		return dst
 	}
+}
+
+// AppendKick implements downstream.Conn: kickFrame, unless noKick.
+func (c *sockConn) AppendKick(dst []byte, status codec.Status, reason string) []byte {
+	if c.noKick {
+		return dst
+	}
+	return kickFrame(dst, status, reason)
 }
 
 // FrameLen implements downstream.Conn for the framing AppendFrame uses.
@@ -174,9 +184,10 @@ func (c *sockConn) Undelivered(p *downstream.Push) {
 	c.mu.Unlock()
 }
 
-func (c *sockConn) Terminate(status codec.Status) {
+func (c *sockConn) Terminate(status codec.Status, writeErr error) {
 	c.mu.Lock()
 	c.closed = true
+	c.writeErr = writeErr
 	if c.terminatedAt.IsZero() {
 		c.terminatedAt = time.Now()
 	}
@@ -419,7 +430,8 @@ func checkFor(t testing.TB, timeout, every time.Duration, f func() error) {
 	}
 }
 
-// kickFrame is the KickFrame option of the tests: a KICK with meta reason.
+// kickFrame is the KICK of the tests' connections (sockConn.AppendKick):
+// a KICK with meta reason.
 func kickFrame(dst []byte, status codec.Status, reason string) []byte {
 	b, start := codec.BeginFrame(dst)
 	b = codec.AppendMetaString(b, "reason", reason)

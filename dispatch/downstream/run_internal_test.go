@@ -24,10 +24,13 @@ func (c *nullConn) Write(b []byte) (int, error)             { return syscall.Wri
 func (c *nullConn) Backlog() int                            { return 0 }
 func (c *nullConn) StampPush(frame []byte, _ *Push)         {}
 func (c *nullConn) Undelivered(*Push)                       {}
-func (c *nullConn) Terminate(codec.Status)                  {}
+func (c *nullConn) Terminate(codec.Status, error)           {}
 func (c *nullConn) Cut(codec.Status)                        {}
 func (c *nullConn) FrameLen(b []byte) int                   { return codec.FrameSize(b) }
 func (c *nullConn) WatchWritable(ep int, key uint64) error  { return nil }
+
+// AppendKick implements Conn: no KICK.
+func (c *nullConn) AppendKick(dst []byte, _ codec.Status, _ string) []byte { return dst }
 
 // TestRunQueueStaysBounded: a run that never goes idle, with pushes
 // joining while the cursor walks, keeps a queue of about one lap's

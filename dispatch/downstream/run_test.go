@@ -46,7 +46,7 @@ func streamOf(t *testing.T, name string, fs []frame) []string {
 func TestFanoutRunOrder(t *testing.T) {
 	for _, workers := range []int{1, 2} {
 		t.Run(fmt.Sprintf("workers=%d", workers), func(t *testing.T) {
-			g, _ := newGroup(t, downstream.Options{Workers: workers, KickFrame: kickFrame})
+			g, _ := newGroup(t, downstream.Options{Workers: workers})
 			srv := newServer(t)
 			gate := srv.conn(100, pairOpts{gate: true}) // worker 0
 			startReader(gate.peer)
@@ -121,7 +121,7 @@ func TestFanoutRunOrder(t *testing.T) {
 			if got := streamOf(t, "d", rd.waitFrames(t, 4, waitLong)); !slices.Equal(got, []string{"p3", "p5", "q1", "q2"}) {
 				t.Errorf("d received %v", got)
 			}
-			time.Sleep(50 * time.Millisecond)
+			time.Sleep(50 * time.Millisecond) // the test's input: room for a frame a must not get
 			if fs, _, _ := ra.snapshot(); len(fs) != 5 {
 				t.Errorf("a received %d frames, want 5: %v", len(fs), streamOf(t, "a", fs))
 			}
@@ -216,7 +216,7 @@ func TestPushBackpressureHeld(t *testing.T) {
 	case <-time.After(waitLong):
 		t.Fatal("the walk never reached the held member")
 	}
-	time.Sleep(200 * time.Millisecond)
+	time.Sleep(200 * time.Millisecond) // the test's input: time in which no further push may return
 	if n := returned.Load(); n != 1 {
 		t.Fatalf("%d group pushes returned while the run could not deliver the first; MaxQueue holds one", n)
 	}

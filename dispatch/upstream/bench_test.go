@@ -11,16 +11,16 @@ import (
 	"github.com/longlink/longlink/codec"
 )
 
-// signal is a Responder that only reports each answer's status, so a
-// benchmark measures the dispatcher and not its Responder.
+// signal is a Replier that only reports each answer's status, so a
+// benchmark measures the dispatcher and not its Replier.
 type signal chan codec.Status
 
-func (s signal) Respond(_ *Request, res Result) { s <- res.Status }
+func (s signal) Reply(_ *Request, res Result) { s <- res.Status }
 
 func benchDispatcher(b *testing.B, bizs []Business) (*Dispatcher, signal) {
 	b.Helper()
 	s := make(signal, 1)
-	d, err := New(bizs, s, Options{})
+	d, err := New(bizs, Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -34,6 +34,7 @@ func roundTrip(b *testing.B, d *Dispatcher, s signal, biz uint16, meta, body []b
 	req.Biz, req.Seq, req.Conn, req.Device, req.App = biz, 1, 1234567, "device-0001", "app"
 	req.Meta = append(req.Meta[:0], meta...)
 	req.Body = append(req.Body[:0], body...)
+	req.Reply = s
 	if st := d.Submit(req); st != codec.StatusOK {
 		b.Fatalf("Submit = %v", st)
 	}
@@ -42,7 +43,7 @@ func roundTrip(b *testing.B, d *Dispatcher, s signal, biz uint16, meta, body []b
 	}
 }
 
-// BenchmarkEchoRoundTrip is Submit to Respond through the echo business,
+// BenchmarkEchoRoundTrip is Submit to Reply through the echo business,
 // answered inside Submit: it must not allocate.
 func BenchmarkEchoRoundTrip(b *testing.B) {
 	d, s := benchDispatcher(b, []Business{{ID: 1, Echo: true}})
@@ -59,13 +60,13 @@ func BenchmarkEchoRoundTrip(b *testing.B) {
 // whose circuit is open: one atomic load, no queueing, no allocation.
 func BenchmarkSubmitCircuitOpen(b *testing.B) {
 	s := make(signal, 1)
-	d, err := New([]Business{{ID: 1, URL: "http://127.0.0.1:1/"}}, s, Options{FailureThreshold: 1, OpenTimeout: time.Hour})
+	d, err := New([]Business{{ID: 1, URL: "http://127.0.0.1:1/"}}, Options{FailureThreshold: 1, OpenTimeout: time.Hour})
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = d.Close(context.Background()) })
 	req := Get()
-	req.Biz = 1
+	req.Biz, req.Reply = 1, s
 	if st := d.Submit(req); st != codec.StatusOK {
 		b.Fatalf("Submit = %v", st)
 	}
@@ -73,7 +74,7 @@ func BenchmarkSubmitCircuitOpen(b *testing.B) {
 		b.Fatalf("answer %v, want BIZ_UNAVAILABLE", st)
 	}
 	req = Get()
-	req.Biz = 1
+	req.Biz, req.Reply = 1, s
 	b.ReportAllocs()
 	for b.Loop() {
 		if st := d.Submit(req); st != codec.StatusBizUnavailable {

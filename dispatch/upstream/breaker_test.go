@@ -112,6 +112,8 @@ func TestHalfOpenLetsOneProbeThrough(t *testing.T) {
 	f, url := newFlaky(t)
 	d, c := start(t, []Business{{ID: 1, URL: url, Workers: 4}}, Options{FailureThreshold: threshold, OpenTimeout: openFor})
 	tripCircuit(t, d, c, threshold)
+	// OpenTimeout passing is the input: the next request is the probe. Too
+	// short a wait would get BIZ_UNAVAILABLE from mustSubmit, not a pass.
 	time.Sleep(openFor + 20*time.Millisecond)
 
 	f.hold.Store(true)

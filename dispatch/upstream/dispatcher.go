@@ -55,16 +55,12 @@ const (
 	clientKeepAlive      = 30 * time.Second // TCP keep-alive probes on backend connections
 )
 
-var (
-	errNilResponder = errors.New("upstream: nil Responder")
-	errClosed       = errors.New("upstream: dispatcher already closed")
-)
+var errClosed = errors.New("upstream: dispatcher already closed")
 
 // Dispatcher is the set of forwarding groups, one per business. Its
 // methods are safe for concurrent use; see the package documentation for
 // who calls what.
 type Dispatcher struct {
-	r         Responder
 	log       *slog.Logger
 	groups    map[uint16]*group // read-only after New
 	ordered   []*group          // the same groups, by ID
@@ -90,12 +86,10 @@ type Dispatcher struct {
 	metas  bytebufferpool.Pool // answer meta sections
 }
 
-// New builds the forwarding groups of bizs and starts their workers. r
-// receives every answer. It fails on an invalid or duplicate business.
-func New(bizs []Business, r Responder, opts Options) (*Dispatcher, error) {
-	if r == nil {
-		return nil, errNilResponder
-	}
+// New builds the forwarding groups of bizs and starts their workers. Each
+// answer goes to its request's Reply. It fails on an invalid or duplicate
+// business.
+func New(bizs []Business, opts Options) (*Dispatcher, error) {
 	if opts.MaxBody < 0 || opts.FailureThreshold < 0 || opts.OpenTimeout < 0 {
 		return nil, errors.New("upstream: negative MaxBody, FailureThreshold or OpenTimeout")
 	}
@@ -109,7 +103,6 @@ func New(bizs []Business, r Responder, opts Options) (*Dispatcher, error) {
 		opts.OpenTimeout = DefaultOpenTimeout
 	}
 	d := &Dispatcher{
-		r:       r,
 		log:     slog.Default().With("component", "upstream"),
 		groups:  make(map[uint16]*group, len(bizs)),
 		client:  opts.Client,
@@ -172,15 +165,18 @@ func newClient(groups []*group) *http.Client {
 }
 
 // Submit hands req to its business's forwarding group. It never blocks.
-// It returns codec.StatusOK when the request was queued: Respond will be
+// It returns codec.StatusOK when the request was queued: req.Reply will be
 // called exactly once later (for the echo business, before Submit
 // returns, on the caller's goroutine), and the dispatcher recycles req
 // afterwards.
 // Otherwise the request was not forwarded; the caller answers with the
-// returned status (UNKNOWN_BIZ; OVERLOADED when the queue is full;
-// BIZ_UNAVAILABLE when the circuit is open; SHUTTING_DOWN after Close
-// began) and hands req back with Release.
+// returned status (INTERNAL when req has no Reply; UNKNOWN_BIZ; OVERLOADED
+// when the queue is full; BIZ_UNAVAILABLE when the circuit is open;
+// SHUTTING_DOWN after Close began) and hands req back with Release.
 func (d *Dispatcher) Submit(req *Request) codec.Status {
+	if req.Reply == nil {
+		return codec.StatusInternal // nobody to answer
+	}
 	g := d.groups[req.Biz]
 	if g == nil {
 		return codec.StatusUnknownBiz
@@ -245,7 +241,7 @@ func (d *Dispatcher) Stats() []metrics.BizStats {
 // Close stops accepting requests (Submit answers SHUTTING_DOWN), lets the
 // queued and in-flight ones finish until ctx ends, then cancels those
 // still in flight and answers them and whatever is still queued with
-// SHUTTING_DOWN; every submitted request gets its Respond either way. It
+// SHUTTING_DOWN; every submitted request gets its Reply either way. It
 // returns when every worker has stopped: nil if all was drained, ctx's
 // error if the drain was cut short. It may be called once; later calls
 // return an error at once.

@@ -23,9 +23,8 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		name string
 		bizs []Business
 		opts Options
-		r    Responder
+		r    Replier
 	}{
-		{"nil responder", []Business{{ID: 1, Echo: true}}, Options{}, nil},
 		{"biz 0", []Business{{ID: 0, Echo: true}}, Options{}, c},
 		{"duplicate", []Business{{ID: 1, Echo: true}, {ID: 1, Echo: true}}, Options{}, c},
 		{"no url", []Business{{ID: 1}}, Options{}, c},
@@ -39,12 +38,27 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"echo with a timeout", []Business{{ID: 1, Echo: true, Timeout: time.Second}}, Options{}, c},
 		{"negative max body", []Business{{ID: 1, Echo: true}}, Options{MaxBody: -1}, c},
 	} {
-		if d, err := New(tc.bizs, tc.r, tc.opts); err == nil {
+		if d, err := newDispatcher(tc.bizs, tc.r, tc.opts); err == nil {
 			_ = d.Close(context.Background())
 			t.Errorf("%s: New succeeded", tc.name)
 		} else if !strings.HasPrefix(err.Error(), "upstream: ") {
 			t.Errorf("%s: error %q lacks the package prefix", tc.name, err)
 		}
+	}
+}
+
+// A request carries its Replier: one without is refused at Submit, and
+// nothing is answered.
+func TestSubmitWithoutReply(t *testing.T) {
+	d, c := start(t, []Business{{ID: 1, Echo: true}}, Options{})
+	req := Get()
+	req.Biz, req.Seq = 1, 1
+	if s := d.Submit(req); s != codec.StatusInternal {
+		t.Fatalf("Submit without Reply = %v, want INTERNAL", s)
+	}
+	Release(req)
+	if n := c.callCount(1, 1); n != 0 {
+		t.Fatalf("a request without Reply was answered %d times", n)
 	}
 }
 
@@ -71,7 +85,7 @@ func TestEchoAndUnknownBiz(t *testing.T) {
 func TestEchoHasNoWorkersAndNoQueue(t *testing.T) {
 	before := runtime.NumGoroutine()
 	bizs := []Business{{ID: 1, Echo: true}}
-	d, err := New(bizs, newCollector(bizs), Options{})
+	d, err := newDispatcher(bizs, newCollector(bizs), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +131,7 @@ func TestQueueFullIsOverloaded(t *testing.T) {
 
 func TestCloseDrainsQueued(t *testing.T) {
 	srv := backend(t, func(w http.ResponseWriter, r *http.Request) {
-		time.Sleep(30 * time.Millisecond)
+		time.Sleep(30 * time.Millisecond) // a slow backend: requests wait in the queue
 		_, _ = w.Write([]byte("done"))
 	})
 	d, c := start(t, []Business{{ID: 1, URL: srv.URL, Workers: 1, Queue: 8}}, Options{})
@@ -184,21 +198,28 @@ func TestCloseDeadlineAnswersTheRest(t *testing.T) {
 func TestSubmitRacingClose(t *testing.T) {
 	bizs := []Business{{ID: 1, Echo: true}}
 	c := newCollector(bizs)
-	d, err := New(bizs, c, Options{})
+	d, err := newDispatcher(bizs, c, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var accepted [4][]uint32
-	var wg sync.WaitGroup
+	var wg, started sync.WaitGroup
+	var shut atomic.Int32 // submitters that met the close
+	started.Add(len(accepted))
 	for g := range accepted {
 		wg.Go(func() {
 			for i := range 100_000 {
 				seq := uint32(g<<24 | i)
-				switch s := submit(d, 1, seq, nil, nil); s {
+				s := submit(d, 1, seq, nil, nil)
+				if i == 0 {
+					started.Done()
+				}
+				switch s {
 				case codec.StatusOK:
 					accepted[g] = append(accepted[g], seq)
 				case codec.StatusOverloaded:
 				case codec.StatusShuttingDown:
+					shut.Add(1)
 					return
 				default:
 					t.Errorf("Submit = %v", s)
@@ -207,11 +228,14 @@ func TestSubmitRacingClose(t *testing.T) {
 			}
 		})
 	}
-	time.Sleep(5 * time.Millisecond)
+	started.Wait() // every submitter is running: Close races them
 	if err := d.Close(context.Background()); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
 	wg.Wait()
+	if shut.Load() == 0 {
+		t.Fatal("every submitter finished before Close: nothing raced it")
+	}
 	for g := range accepted {
 		for _, seq := range accepted[g] {
 			if n := c.callCount(1, seq); n != 1 {
@@ -228,7 +252,7 @@ func TestRespondExactlyOnce(t *testing.T) {
 		case 0:
 			http.Error(w, "no", http.StatusBadRequest)
 		case 1:
-			time.Sleep(5 * time.Millisecond)
+			time.Sleep(5 * time.Millisecond) // a slow answer among fast ones and errors
 		}
 	})
 	bizs := []Business{
@@ -285,7 +309,7 @@ func TestNoGoroutineLeakAfterClose(t *testing.T) {
 	fast := backend(t, func(w http.ResponseWriter, r *http.Request) {})
 	before := runtime.NumGoroutine() // the servers' own goroutines included
 	c := newCollector([]Business{{ID: 1}, {ID: 2}, {ID: 3}})
-	d, err := New([]Business{
+	d, err := newDispatcher([]Business{
 		{ID: 1, URL: fast.URL, Workers: 8},
 		{ID: 2, URL: slow.URL, Workers: 8, Timeout: 5 * time.Second},
 		{ID: 3, Echo: true},
@@ -327,7 +351,7 @@ func TestPanicsAreRecovered(t *testing.T) {
 	bizs := []Business{{ID: 1, URL: srv.URL, Workers: 1}, {ID: 2, Echo: true}}
 	c := newCollector(bizs)
 	c.panicOn = 2
-	d, err := New(bizs, c, Options{FailureThreshold: 1})
+	d, err := newDispatcher(bizs, c, Options{FailureThreshold: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -339,7 +363,7 @@ func TestPanicsAreRecovered(t *testing.T) {
 	if a := c.wait(t, 1, time.Second); a.status != codec.StatusInternal {
 		t.Fatalf("malformed meta: %v, want INTERNAL", a.status)
 	}
-	// The Responder panics on seq 2: logged, not answered again.
+	// The Replier panics on seq 2: logged, not answered again.
 	mustSubmit(t, d, 2, 2, nil, nil)
 	c.wait(t, 2, time.Second)
 	// Each single worker carries on.
@@ -358,7 +382,7 @@ func TestPanicsAreRecovered(t *testing.T) {
 		t.Fatalf("breaker %s after a gateway panic", s.Breaker)
 	}
 	out := logs.String()
-	for _, want := range []string{"panic while serving a request", "Responder panicked"} {
+	for _, want := range []string{"panic while serving a request", "Replier panicked"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("log lacks %q:\n%s", want, out)
 		}

@@ -25,7 +25,7 @@
 //	Get      the connection's reader        no          a pooled Request; fill it
 //	Submit   the connection's reader        never       OK: queued; otherwise answer the status yourself
 //	Release  the connection's reader        no          only after a Submit that did not return OK
-//	Respond  a worker of the business       must not    exactly once per queued request, concurrently
+//	Reply    a worker of the business       must not    exactly once per queued request, concurrently
 //	         (echo: the caller of Submit)
 //	Stats    anyone                         no          a few atomic loads per business
 //	Close    the shutdown path, once        until ctx   drains, then answers the rest SHUTTING_DOWN
@@ -34,11 +34,12 @@
 // blocks: it checks the business's circuit with one atomic load (an open
 // circuit answers BIZ_UNAVAILABLE without queueing) and tries a
 // non-blocking channel send (a full queue answers OVERLOADED). The request
-// then belongs to the dispatcher: Responder.Respond is called exactly once
-// from one of the business's workers, and the Request, its Meta and Body,
-// and the Result's slices must not be used after Respond returns. A
-// Responder that blocks stalls its business's workers (and only those), so
-// it should queue the answer to the connection's writer and return.
+// then belongs to the dispatcher: its Reply (the Replier the request
+// carries, the connection it came on) is called exactly once from one of
+// the business's workers, and the Request, its Meta and Body, and the
+// Result's slices must not be used after Reply returns. A Replier that
+// blocks stalls its business's workers (and only those), so it should
+// queue the answer to the connection's writer and return.
 //
 // The dispatcher takes no lock of its own on the hot path: requests travel
 // through the channel, counters are atomics, and each worker derives its
@@ -50,13 +51,13 @@
 //
 // # Request lifetime
 //
-// After Respond returns, the worker puts the Request back in the pool,
+// After Reply returns, the worker puts the Request back in the pool,
 // with two exceptions where the garbage collector takes it instead: when
-// Respond panicked (the Responder may still hold it), and when net/http
+// Reply panicked (the Replier may still hold it), and when net/http
 // may still be reading its Body (after a timeout, RoundTrip can return
 // before the transport has finished with the request body; the body's
 // Close tells the worker when it has). A panic in a worker is recovered,
-// logged with its stack, answered INTERNAL unless Respond was already
+// logged with its stack, answered INTERNAL unless Reply was already
 // called, and the worker carries on.
 //
 // # HTTP contract

@@ -300,7 +300,7 @@ func TestQueuedPastTimeoutIsNotForwarded(t *testing.T) {
 	bizs := []Business{{ID: 1, URL: srv.URL, Workers: 1, Timeout: timeout}}
 	c := newCollector(bizs)
 	c.holdOn, c.hold = 1, timeout+50*time.Millisecond // the only worker is busy past seq 2's deadline
-	d, err := New(bizs, c, Options{FailureThreshold: 1})
+	d, err := newDispatcher(bizs, c, Options{FailureThreshold: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -358,7 +358,7 @@ func TestBadIdentityIsNotSent(t *testing.T) {
 	srv := backend(t, func(w http.ResponseWriter, r *http.Request) { calls.Add(1) })
 	d, c := start(t, []Business{{ID: 1, URL: srv.URL}}, Options{FailureThreshold: 1})
 	req := Get()
-	req.Biz, req.Seq, req.Device = 1, 1, "dev\r\nX-Admin: 1"
+	req.Biz, req.Seq, req.Device, req.Reply = 1, 1, "dev\r\nX-Admin: 1", c
 	if s := d.Submit(req); s != codec.StatusOK {
 		t.Fatalf("Submit = %v", s)
 	}

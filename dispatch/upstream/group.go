@@ -47,7 +47,7 @@ type group struct {
 	requests     atomic.Uint64
 	results      [codec.NumStatus]atomic.Uint64
 	inFlight     atomic.Int64
-	latencyNanos atomic.Uint64 // Submit to Respond, summed
+	latencyNanos atomic.Uint64 // Submit to Reply, summed
 	latencyCount atomic.Uint64
 	metaSkipped  atomic.Uint64
 }
@@ -130,7 +130,7 @@ func (g *group) start() {
 // two goroutine handoffs to every request (the reader wakes a worker,
 // which wakes the connection's writer): answering here halves the
 // latency of a round trip and leaves no queue to overflow. A panicking
-// Responder is recovered by answer like any other.
+// Replier is recovered by answer like any other.
 func (g *group) echoNow(req *Request) {
 	g.inFlight.Add(1)
 	g.answer(req, Result{Status: codec.StatusOK, Meta: req.Meta, Body: req.Body}, true)
@@ -143,11 +143,11 @@ func (g *group) reject(s codec.Status) codec.Status {
 }
 
 // answer ends the request's time in flight, counts res and hands it to
-// the Responder, then recycles req unless recycle is false (something may
-// still read it) or Respond panicked (the Responder may still hold it);
-// the garbage collector takes it then.
+// the request's Replier, then recycles req unless recycle is false
+// (something may still read it) or Reply panicked (the Replier may still
+// hold it); the garbage collector takes it then.
 func (g *group) answer(req *Request, res Result, recycle bool) {
-	g.inFlight.Add(-1) // before Respond: a client holding its answer sees it done
+	g.inFlight.Add(-1) // before Reply: a client holding its answer sees it done
 	g.results[res.Status].Add(1)
 	g.latencyNanos.Add(uint64(time.Since(req.Enqueued)))
 	g.latencyCount.Add(1)
@@ -156,17 +156,17 @@ func (g *group) answer(req *Request, res Result, recycle bool) {
 	}
 }
 
-// respond calls the Responder, reporting false if it panicked. The panic
-// is logged and not repeated: Respond has been called, and calling it
+// respond calls the request's Replier, reporting false if it panicked. The
+// panic is logged and not repeated: Reply has been called, and calling it
 // again to say INTERNAL would break "exactly once".
 func (g *group) respond(req *Request, res Result) (ok bool) {
 	defer func() {
 		if p := recover(); p != nil {
-			g.d.log.Error("Responder panicked", "biz", g.id, "seq", req.Seq,
+			g.d.log.Error("Replier panicked", "biz", g.id, "seq", req.Seq,
 				"panic", p, "stack", string(debug.Stack()))
 		}
 	}()
-	g.d.r.Respond(req, res)
+	req.Reply.Reply(req, res)
 	return true
 }
 

@@ -15,7 +15,7 @@ import (
 	"github.com/longlink/longlink/metrics"
 )
 
-// answer is a copy of one Respond call.
+// answer is a copy of one Reply call.
 type answer struct {
 	biz    uint16
 	seq    uint32
@@ -30,12 +30,12 @@ type reqKey struct {
 	seq uint32
 }
 
-// collector is the Responder of the tests: it copies each answer to its
-// business's channel and counts Respond calls per request.
+// collector is the Replier of the tests: it copies each answer to its
+// business's channel and counts Reply calls per request.
 type collector struct {
 	chans   map[uint16]chan answer // one per business; read-only after newCollector
-	panicOn uint32                 // Respond panics, after recording, for this seq when non-zero
-	holdOn  uint32                 // Respond sleeps for hold, before recording, for this seq when non-zero
+	panicOn uint32                 // Reply panics, after recording, for this seq when non-zero
+	holdOn  uint32                 // Reply sleeps for hold, before recording, for this seq when non-zero
 	hold    time.Duration
 
 	mu    sync.Mutex
@@ -45,14 +45,14 @@ type collector struct {
 func newCollector(bizs []Business) *collector {
 	c := &collector{chans: make(map[uint16]chan answer), calls: make(map[reqKey]int)}
 	for _, b := range bizs {
-		c.chans[b.ID] = make(chan answer, 4096) // Respond must not block
+		c.chans[b.ID] = make(chan answer, 4096) // Reply must not block
 	}
 	return c
 }
 
-func (c *collector) Respond(req *Request, res Result) {
+func (c *collector) Reply(req *Request, res Result) {
 	if c.holdOn != 0 && req.Seq == c.holdOn {
-		time.Sleep(c.hold) // keeps the worker busy, as a misbehaving Responder would
+		time.Sleep(c.hold) // keeps the worker busy, as a misbehaving Replier would
 	}
 	a := answer{
 		biz: req.Biz, seq: req.Seq, status: res.Status,
@@ -63,7 +63,7 @@ func (c *collector) Respond(req *Request, res Result) {
 	c.mu.Unlock()
 	select {
 	case c.chans[req.Biz] <- a:
-	default: // Respond must not block; a test that waits never has this many
+	default: // Reply must not block; a test that waits never has this many
 	}
 	if c.panicOn != 0 && req.Seq == c.panicOn {
 		panic("collector: asked to panic")
@@ -98,12 +98,25 @@ func (c *collector) none(t *testing.T, biz uint16, d time.Duration) {
 	}
 }
 
-// start builds a dispatcher whose Responder is a collector, and closes it
+// replyTo holds the Replier of each test's dispatcher: submit makes it the
+// Reply of every request it submits there.
+var replyTo sync.Map // *Dispatcher → Replier
+
+// newDispatcher is New, with r the Reply of the requests submit makes.
+func newDispatcher(bizs []Business, r Replier, opts Options) (*Dispatcher, error) {
+	d, err := New(bizs, opts)
+	if err == nil {
+		replyTo.Store(d, r)
+	}
+	return d, err
+}
+
+// start builds a dispatcher whose Replier is a collector, and closes it
 // when the test ends.
 func start(t *testing.T, bizs []Business, opts Options) (*Dispatcher, *collector) {
 	t.Helper()
 	c := newCollector(bizs)
-	d, err := New(bizs, c, opts)
+	d, err := newDispatcher(bizs, c, opts)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -125,6 +138,9 @@ func submit(d *Dispatcher, biz uint16, seq uint32, meta []byte, body []byte) cod
 	req.Device, req.App = "dev-1", "app-1"
 	req.Meta = append(req.Meta[:0], meta...)
 	req.Body = append(req.Body[:0], body...)
+	if r, ok := replyTo.Load(d); ok {
+		req.Reply = r.(Replier)
+	}
 	s := d.Submit(req)
 	if s != codec.StatusOK {
 		Release(req)

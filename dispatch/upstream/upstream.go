@@ -28,8 +28,8 @@ const (
 
 // Request is one REQUEST frame on its way to a business. The gateway takes
 // it from Get, fills it, and hands it to Dispatcher.Submit; the dispatcher
-// calls Responder.Respond exactly once for every submitted request and
-// returns it to the pool afterwards, so nobody may keep it past Respond.
+// calls its Reply exactly once for every submitted request and returns it
+// to the pool afterwards, so nobody may keep it past the Reply.
 type Request struct {
 	Biz    uint16
 	Seq    uint32
@@ -38,25 +38,26 @@ type Request struct {
 	App    string
 	Meta   []byte // encoded meta section (codec.Meta), owned by the request
 	Body   []byte // owned by the request
-	// Ctx is the gateway's handle for the connection, returned to the
-	// Responder untouched.
-	Ctx any
+	// Reply answers the request: the connection it came on. Submit
+	// refuses a request without one.
+	Reply Replier
 	// Enqueued is when Submit accepted the request, for latency metrics.
 	Enqueued time.Time
 }
 
 // Result is a business's answer to a Request. Meta is an encoded meta
-// section (codec.Meta). Both slices are valid only during Respond.
+// section (codec.Meta). Both slices are valid only during Reply.
 type Result struct {
 	Status codec.Status
 	Meta   []byte
 	Body   []byte
 }
 
-// Responder receives the answer to each submitted Request. It is called
-// from the dispatcher's workers, concurrently, and must not block.
-type Responder interface {
-	Respond(req *Request, res Result)
+// Replier receives the answer to a submitted Request: each Request carries
+// its own (Request.Reply). It is called from the dispatcher's workers,
+// concurrently, and must not block.
+type Replier interface {
+	Reply(req *Request, res Result)
 }
 
 var requestPool = sync.Pool{New: func() any { return new(Request) }}

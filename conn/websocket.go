@@ -6,14 +6,27 @@ import (
 	"github.com/valyala/bytebufferpool"
 )
 
-// feedWS is feed for a WebSocket connection: the opening handshake, then
-// messages, each of which must carry exactly one protocol frame. It
-// returns how many bytes it used; an incomplete handshake, frame header
-// or payload is left for the next read.
-func (c *Conn) feedWS(in []byte) int {
-	h := c.hub
+// wsTransport carries one protocol frame per binary WebSocket message
+// (RFC 6455). Its phase is the connection's link: opening until the
+// handshake is answered (no frames can be sent before), open, closed once
+// a close frame went out (no frame and no second close follow it).
+type wsTransport struct {
+	reactorSocket
+	phase uint32
+}
+
+// input takes the opening handshake, then messages, each of which must
+// carry exactly one protocol frame. An incomplete handshake, frame header
+// or payload is kept for the next read.
+func (w wsTransport) input(c *Conn, in []byte) {
+	in = withRest(c.partial, in)
+	keepRest(c, &c.partial, in, w.frames(c, in))
+}
+
+// frames handles what it can of in and returns how many bytes it used.
+func (w wsTransport) frames(c *Conn, in []byte) int {
 	used := 0
-	if c.state.Load()&wsUpgraded == 0 {
+	if w.phase == linkWSOpening {
 		hs, n, err := websocket.ParseHandshake(in)
 		if err != nil {
 			c.rejectHandshake(err.(*websocket.Error))
@@ -22,18 +35,18 @@ func (c *Conn) feedWS(in []byte) int {
 		if n == 0 {
 			return 0
 		}
-		if !h.opts.Origins.Allow(hs.Origin) {
+		if !c.hub.opts.Origins.Allow(hs.Origin) {
 			c.rejectHandshake(websocket.ErrOrigin)
 			return len(in)
 		}
 		buf := bytebufferpool.Get()
 		buf.B = websocket.AppendAccept(buf.B[:0], hs)
-		c.state.Or(wsUpgraded)
-		h.down.SendRaw(c, buf.B)
+		c.kind.Store(linkWSOpen)
+		c.hub.down.SendRaw(c, buf.B)
 		bytebufferpool.Put(buf)
 		used = n
 	}
-	for used < len(in) {
+	for used < len(in) && c.open() {
 		wh, n, err := websocket.ParseHeader(in[used:], c.maxFrame())
 		if err != nil {
 			if err == websocket.ErrTooBig {
@@ -50,24 +63,17 @@ func (c *Conn) feedWS(in []byte) int {
 		websocket.Unmask(payload, wh.Mask)
 		used += n + wh.Len
 		// Every WebSocket frame counts toward the frame rate, control
-		// frames included: a ping costs the node a pong.
-		m := c.meter()
-		if m == frameKick {
-			c.kick(codec.StatusOverloaded, "frame rate exceeded")
-			return len(in)
-		}
-		c.wsMessage(&wh, payload, m == frameOver)
-		if c.State() >= StateClosing {
-			return len(in)
+		// frames and fragments included: a ping costs the node a pong.
+		if over := c.meterIn(); c.open() {
+			w.message(c, &wh, payload, over)
 		}
 	}
 	return used
 }
 
-// wsMessage handles one WebSocket frame's payload; over says it came
-// over the frame rate.
-func (c *Conn) wsMessage(wh *websocket.Header, payload []byte, over bool) {
-	h := c.hub
+// message handles one WebSocket frame's payload; over says it came over
+// the frame rate.
+func (wsTransport) message(c *Conn, wh *websocket.Header, payload []byte, over bool) {
 	switch wh.Op {
 	case websocket.OpBinary:
 		if c.ext != nil && c.ext.frag != nil {
@@ -75,7 +81,7 @@ func (c *Conn) wsMessage(wh *websocket.Header, payload []byte, over bool) {
 			return
 		}
 		if wh.Fin {
-			c.deliverWS(payload, over)
+			deliverWS(c, payload, over)
 			return
 		}
 		if c.ext == nil {
@@ -95,7 +101,7 @@ func (c *Conn) wsMessage(wh *websocket.Header, payload []byte, over bool) {
 		}
 		frag.B = append(frag.B, payload...)
 		if wh.Fin {
-			c.deliverWS(frag.B, over)
+			deliverWS(c, frag.B, over)
 			bytebufferpool.Put(frag)
 			c.ext.frag = nil
 		}
@@ -119,17 +125,15 @@ func (c *Conn) wsMessage(wh *websocket.Header, payload []byte, over bool) {
 		case code == 1005:
 			code = websocket.CloseNormal
 		}
-		if c.setState(StateClosing, codec.StatusOK) {
-			var b [4]byte
-			h.down.SendRaw(c, websocket.AppendClose(b[:0], code, ""))
-			c.state.And(^uint32(wsUpgraded)) // Terminate must not send a second close
-			h.down.CloseAfterFlush(c, codec.StatusOK)
-		}
+		var b [4]byte
+		c.kind.Store(linkWSClosed) // terminate must not send a second close
+		c.end(codec.StatusOK, websocket.AppendClose(b[:0], code, ""))
 	}
 }
 
-// deliverWS handles one whole message: exactly one protocol frame.
-func (c *Conn) deliverWS(msg []byte, over bool) {
+// deliverWS hands the session one whole message: exactly one protocol
+// frame.
+func deliverWS(c *Conn, msg []byte, over bool) {
 	f, n, err := codec.Decode(msg, c.maxFrame())
 	if err != nil {
 		e := err.(*codec.Error)
@@ -140,22 +144,52 @@ func (c *Conn) deliverWS(msg []byte, over bool) {
 		c.kick(codec.StatusBadFrame, "a WebSocket message must carry exactly one frame")
 		return
 	}
-	c.hub.framesIn.Add(1)
-	c.handle(&f, over)
+	c.frameIn(&f, over)
 }
 
 // rejectHandshake answers a bad opening handshake with an HTTP error and
 // closes.
 func (c *Conn) rejectHandshake(e *websocket.Error) {
-	if !c.setState(StateClosing, codec.StatusBadFrame) {
-		return
-	}
-	c.hub.countKick(codec.StatusBadFrame)
 	buf := bytebufferpool.Get()
 	buf.B = websocket.AppendReject(buf.B[:0], e)
-	c.hub.down.SendRaw(c, buf.B)
+	c.end(codec.StatusBadFrame, buf.B)
 	bytebufferpool.Put(buf)
-	c.hub.down.CloseAfterFlush(c, codec.StatusBadFrame)
+}
+
+func (w wsTransport) appendFrame(dst, frame []byte) ([]byte, int) {
+	if w.phase != linkWSOpen {
+		return dst, -1 // no frames before the handshake is answered, nor after a close
+	}
+	dst = websocket.AppendHeader(dst, websocket.OpBinary, len(frame))
+	return append(dst, frame...), len(dst)
+}
+
+// frameLen: raw WebSocket bytes are control frames, except the
+// handshake's answer, which is written first to an empty socket buffer
+// and so is never left half-written.
+func (wsTransport) frameLen(b []byte) int { return websocket.FrameLen(b) }
+
+func (wsTransport) backlog(*Conn) int { return 0 }
+
+// terminate sends a close frame that goes with status, once the
+// handshake was answered, then closes.
+func (w wsTransport) terminate(c *Conn, status codec.Status) {
+	if w.phase == linkWSOpen {
+		var b [4]byte
+		_, _ = c.writeRaw(websocket.AppendClose(b[:0], closeCode(status), ""))
+	}
+	c.closeSocket()
+}
+
+// refusal is nothing: before its handshake is answered a WebSocket client
+// reads no frame.
+func (wsTransport) refusal([]byte) []byte { return nil }
+
+func (wsTransport) release(c *Conn) {
+	if c.ext != nil && c.ext.frag != nil {
+		bytebufferpool.Put(c.ext.frag)
+		c.ext.frag = nil
+	}
 }
 
 // closeCode is the WebSocket close code that goes with a KICK status.
