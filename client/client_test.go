@@ -114,7 +114,7 @@ func TestFakeRequestPushAck(t *testing.T) {
 		body := append([]byte(nil), f.Body...)
 		seq, biz := f.Seq, f.Biz
 		go func() {
-			time.Sleep(time.Duration(len(body)%7) * time.Millisecond)
+			time.Sleep(time.Duration(len(body)%7) * time.Millisecond) // a slow backend: answers out of order
 			fc.send(codec.Header{Op: codec.OpResponse, Biz: biz, Seq: seq}, nil, body)
 		}()
 		return 0xFFFF, nil
@@ -235,7 +235,9 @@ func TestFakeKickTerminal(t *testing.T) {
 			if _, err := c.Request(context.Background(), 1, nil, nil); !errors.As(err, &ke) {
 				t.Fatalf("Request after a terminal kick = %v, want the *KickError", err)
 			}
-			time.Sleep(100 * time.Millisecond)
+			// Done: the supervisor has stopped (finish was its last step),
+			// so no attempt can follow, and g recorded every login it made
+			// before answering it.
 			if n := len(g.loginsCopy()); n != 1 {
 				t.Fatalf("%d logins: a terminal kick must not reconnect", n)
 			}
@@ -447,7 +449,7 @@ func TestFakeCloseNoLeak(t *testing.T) {
 		g.mu.Unlock()
 		errc := make(chan error, 1)
 		go func() { _, err := c.Request(context.Background(), 1, nil, nil); errc <- err }()
-		time.Sleep(20 * time.Millisecond)
+		waitFor(t, 2*time.Second, "the request in flight", func() bool { return c.Stats().InFlight == 1 })
 		c.Close()
 		if err := <-errc; !errors.Is(err, ErrClosed) {
 			t.Fatalf("request at Close = %v, want ErrClosed", err)

@@ -49,6 +49,13 @@ func (l *pushLog) handle(p client.Push) {
 	l.lastSeq, l.restart = p.Seq, false
 }
 
+// handled is how many pushes the handler was given.
+func (l *pushLog) handled() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.n
+}
+
 func (l *pushLog) gap(last uint32) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -160,9 +167,13 @@ type requester struct {
 	errs                   []error
 }
 
+// requesters is how many goroutines startRequests runs, each with one
+// request at a time.
+const requesters = 4
+
 func startRequests(c *client.Client) *requester {
 	r := &requester{stop: make(chan struct{})}
-	for g := range 4 {
+	for g := range requesters {
 		idem := g%2 == 1
 		r.wg.Go(func() {
 			for i := 0; ; i++ {
@@ -193,12 +204,15 @@ func startRequests(c *client.Client) *requester {
 				default:
 					r.fail(fmt.Errorf("request %s (idempotent %v): %w", body, idem, err))
 				}
-				time.Sleep(2 * time.Millisecond)
+				time.Sleep(2 * time.Millisecond) // pacing: the load, not a wait for anything
 			}
 		})
 	}
 	return r
 }
+
+// answered is how many requests were answered so far.
+func (r *requester) answered() int64 { return r.ok.Load() + r.idem.Load() }
 
 func (r *requester) fail(err error) {
 	r.mu.Lock()
@@ -284,14 +298,19 @@ func TestFaults(t *testing.T) {
 	t.Run("cut", func(t *testing.T) {
 		before := c.Stats().Reconnects
 		reqs := startRequests(c)
+		handled := log.handled()
 		stop := p.stream(3 * time.Millisecond)
-		time.Sleep(50 * time.Millisecond)
+		waitFor(t, 5*time.Second, "pushes and answers flowing before the cut", func() bool {
+			return log.handled() > handled && reqs.answered() > 0
+		})
 		if n := px.CutAll(); n != 1 {
 			t.Fatalf("cut %d connections, want 1", n)
 		}
-		time.Sleep(100 * time.Millisecond)
-		stop()
+		// The stream goes on through the outage and past the reconnect.
 		reconnected(t, before)
+		sent := len(p.ids())
+		waitFor(t, 5*time.Second, "a push sent after the reconnect", func() bool { return len(p.ids()) > sent })
+		stop()
 		log.waitAll(t, p.ids())
 		reqs.finish(t)
 		echo(t, c)
@@ -302,8 +321,14 @@ func TestFaults(t *testing.T) {
 		// nothing is lost.
 		reqs := startRequests(c)
 		px.Stall()
+		handled := log.handled()
 		p.send(5)
+		// The stall's length is the input: 100 ms, well under the 300 ms
+		// (3 missed PONGs at 100 ms) that would declare the connection dead.
 		time.Sleep(100 * time.Millisecond)
+		if n := log.handled() - handled; n != 0 {
+			t.Fatalf("%d pushes handled during the stall: the proxy did not hold them", n)
+		}
 		px.Unstall()
 		p.send(5)
 		log.waitAll(t, p.ids())
@@ -315,7 +340,7 @@ func TestFaults(t *testing.T) {
 		// tell. While stalled, new connections stall too.
 		st := c.Stats()
 		reqs := startRequests(c)
-		time.Sleep(30 * time.Millisecond)
+		waitFor(t, 5*time.Second, "requests answered before the stall", func() bool { return reqs.answered() > 0 })
 		px.Stall()
 		p.send(10)
 		waitFor(t, 5*time.Second, "heartbeat timeout", func() bool {
@@ -331,8 +356,15 @@ func TestFaults(t *testing.T) {
 	t.Run("delay", func(t *testing.T) {
 		before := c.Stats().Reconnects
 		px.SetDelay(30 * time.Millisecond)
+		start := time.Now()
+		echo(t, c)
+		if rtt := time.Since(start); rtt < 60*time.Millisecond {
+			t.Fatalf("echo answered in %v through 30 ms each way: the delay is not applied", rtt)
+		}
 		reqs := startRequests(c)
 		stop := p.stream(5 * time.Millisecond)
+		// Time under the delay is the input: 500 ms is five heartbeats, each
+		// of which must be answered in time.
 		time.Sleep(500 * time.Millisecond)
 		stop()
 		log.waitAll(t, p.ids())
@@ -396,7 +428,8 @@ func TestFaults(t *testing.T) {
 			}()
 		}
 		waitFor(t, 5*time.Second, "5 requests queued", func() bool { return c.Stats().Queued == 5 })
-		time.Sleep(300 * time.Millisecond)
+		refused := px.Accepts()
+		waitFor(t, 5*time.Second, "two reconnects refused while the requests wait", func() bool { return px.Accepts() >= refused+2 })
 		px.SetRefuse(false)
 		for range 5 {
 			if err := <-results; err != nil {
@@ -443,7 +476,7 @@ func TestGatewayRestart(t *testing.T) {
 			results <- err
 		}()
 	}
-	time.Sleep(300 * time.Millisecond)
+	waitFor(t, 5*time.Second, "3 requests queued", func() bool { return c.Stats().Queued == 3 })
 	gw.restart(t)
 	for range 3 {
 		if err := <-results; err != nil {
@@ -537,7 +570,9 @@ func TestCloseNoLeak(t *testing.T) {
 	p.send(5)
 	log.waitAll(t, p.ids())
 	px.Stall()
-	time.Sleep(50 * time.Millisecond)
+	waitFor(t, 5*time.Second, "every requester stuck on the stalled connection", func() bool {
+		return c.Stats().InFlight == requesters
+	})
 	close(reqs.stop)
 	c.Close() // requests stuck on the stalled connection end with ErrClosed
 	reqs.wg.Wait()

@@ -43,6 +43,23 @@ func newNode(t *testing.T, rdb *redis.Client, id string, ttl time.Duration) *nod
 	return n
 }
 
+// checkFor polls f until it returns nil, failing the test with its last
+// error after timeout.
+func checkFor(t *testing.T, timeout time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func TestRegistry(t *testing.T) {
 	srv := redistest.Start(t)
 	rdb := client(t, srv)
@@ -97,7 +114,8 @@ func TestRegistry(t *testing.T) {
 	if c.reg.Live("b", "b-1") {
 		t.Fatal("a deregistered node is live")
 	}
-	// Not renewed: dead after its TTL.
+	// Not renewed: dead after its TTL. The TTL passing is the input: a
+	// registered over 1.2 s ago with a 1 s TTL, and Redis expires the key.
 	time.Sleep(1200 * time.Millisecond)
 	c.reg.Refresh(ctx)
 	if c.reg.Live("a", "a-1") {
@@ -142,25 +160,29 @@ func TestRegistryRun(t *testing.T) {
 	var wg sync.WaitGroup
 	wg.Go(func() { a.reg.Run(ctx) })
 	wg.Go(func() { b.reg.Run(ctx) })
-	// Both renew faster than the TTL: alive long after it.
+	// Both renew faster than the TTL: alive long after it. The time
+	// passing is the input: 1.5 s is two and a half TTLs, and the keys
+	// themselves are checked, not only the caches.
 	time.Sleep(1500 * time.Millisecond)
 	if !a.reg.Live("b", "b-1") || !b.reg.Live("a", "a-1") {
 		t.Fatal("running nodes are not live to each other")
 	}
+	if n, err := rdb.Exists(ctx, cluster.DefaultPrefix+"node:a", cluster.DefaultPrefix+"node:b").Result(); n != 2 {
+		t.Fatalf("%d of the 2 registrations in Redis (err %v): not renewed", n, err)
+	}
+	// a's next renewal carries 7; b's next read of the live set sees it.
 	a.conns.Store(7)
-	time.Sleep(500 * time.Millisecond)
-	sawA := false
-	for _, n := range b.reg.Nodes() {
-		if n.Node == "a" {
-			sawA = true
-			if n.Conns != 7 {
-				t.Errorf("b sees a with %d connections, want 7", n.Conns)
-			}
+	checkFor(t, 5*time.Second, func() error {
+		nodes := b.reg.Nodes()
+		i := slices.IndexFunc(nodes, func(n cluster.NodeInfo) bool { return n.Node == "a" })
+		if i < 0 {
+			t.Fatalf("b's node list %+v lacks a", nodes)
 		}
-	}
-	if !sawA {
-		t.Errorf("b's node list %+v lacks a", b.reg.Nodes())
-	}
+		if nodes[i].Conns != 7 {
+			return fmt.Errorf("b sees a with %d connections, want 7", nodes[i].Conns)
+		}
+		return nil
+	})
 	cancel()
 	wg.Wait()
 }
@@ -212,7 +234,7 @@ func (h *handler) Members(group string, devices []string, join bool) {
 }
 
 func (h *handler) Kick(ctx context.Context, device string, conn uint64, status uint16, reason string, settle bool) bool {
-	time.Sleep(h.kickDur)
+	time.Sleep(h.kickDur) // a slow node, for ReplyTimeout
 	h.note(fmt.Sprintf("kick %s %d %d %s %v", device, conn, status, reason, settle))
 	return h.local[device]
 }

@@ -387,6 +387,8 @@ func TestIdleTimeout(t *testing.T) {
 	s := startServer(t, "-hb", "1s", "-idle-timeout", "1500ms")
 	idle, _ := loggedIn(t, s, "dev-idle")
 	busy, _ := loggedIn(t, s, "dev-busy")
+	// Time is the input: busy talks every 100 ms for 2.5 s, past idle's
+	// 1.5 s timeout, so a PONG instead of a KICK shows that traffic counts.
 	stop := time.Now().Add(2500 * time.Millisecond)
 	for time.Now().Before(stop) {
 		busy.send(codec.Header{Op: codec.OpPing, Seq: 1}, nil, nil)

@@ -513,6 +513,8 @@ func TestReliabilityRecoverTTL(t *testing.T) {
 	s.waitOffline(dev)
 	// Within the TTL a push is kept...
 	s.push([]string{dev}, "kept", nil)
+	// The TTL passing is the input: were it not enforced, the resume below
+	// would redeliver "kept".
 	time.Sleep(1500 * time.Millisecond)
 	// ...past it, a push is reported offline and not kept.
 	if d, off := s.push([]string{dev}, "lost", nil); d != 0 || len(off) != 1 {

@@ -52,7 +52,11 @@ func TestArrivalReader(t *testing.T) {
 			return
 		}
 		defer c.Close()
-		time.Sleep(50 * time.Millisecond)
+		// Send only once the reader has noted its start (it says so with a
+		// byte), so the data arrives inside the read's window.
+		if _, err := c.Read(make([]byte, 1)); err != nil {
+			return
+		}
 		c.Write([]byte("hello"))
 	}()
 	nc, err := net.Dial("tcp", ln.Addr().String())
@@ -65,6 +69,9 @@ func TestArrivalReader(t *testing.T) {
 		t.Fatal("no receive timestamps on a TCP socket")
 	}
 	before := time.Now().UnixNano()
+	if _, err := nc.Write([]byte{1}); err != nil {
+		t.Fatal(err)
+	}
 	buf := make([]byte, 16)
 	n, err := a.Read(buf)
 	after := time.Now().UnixNano()
