@@ -67,7 +67,11 @@ type BusConfig struct {
 const DefaultReplyTimeout = 500 * time.Millisecond
 
 // Bus carries messages between nodes on Redis pub/sub: each node
-// subscribes to its own channel and to one channel for all nodes.
+// subscribes to its own channel and to one channel for all nodes. On a
+// Redis Cluster it uses sharded pub/sub (SPUBLISH, SSUBSCRIBE): a channel
+// lives on the shard of its hash tag, so a message crosses no other shard
+// and the count of receivers SPUBLISH returns is the whole count (PUBLISH
+// there counts only the subscribers of the shard it was sent to).
 // Pub/sub delivers at most once: a message published while a node's
 // subscription is down is lost to that node, never delivered twice.
 // Messages from one node to another arrive in the order they were
@@ -82,7 +86,9 @@ type Bus struct {
 	handler  Handler
 	resub    func()
 
-	ps      *redis.PubSub
+	sharded bool            // a Redis Cluster: sharded pub/sub
+	ps      []*redis.PubSub // one subscription, or one per channel when sharded
+	confirm atomic.Int32    // subscription confirmations seen
 	nextID  atomic.Uint64
 	mu      sync.Mutex
 	pending map[uint64]*call // guarded by mu
@@ -137,11 +143,21 @@ func NewBus(cfg BusConfig, h Handler) *Bus {
 	if b.log == nil {
 		b.log = slog.Default()
 	}
+	_, b.sharded = b.rdb.(*redis.ClusterClient)
 	return b
 }
 
-func (b *Bus) nodeChannel(node string) string { return b.prefix + "c:n:" + node }
-func (b *Bus) allChannel() string             { return b.prefix + "c:all" }
+// The channels carry hash tags, which place a sharded channel.
+func (b *Bus) nodeChannel(node string) string { return b.prefix + "c:n:{" + node + "}" }
+func (b *Bus) allChannel() string             { return b.prefix + "c:{all}" }
+
+// publish queues or sends one message on channel through p.
+func (b *Bus) publish(ctx context.Context, p redis.Cmdable, channel string, payload any) *redis.IntCmd {
+	if b.sharded {
+		return p.SPublish(ctx, channel, payload)
+	}
+	return p.Publish(ctx, channel, payload)
+}
 
 // Stats returns the bus's counters.
 func (b *Bus) Stats() *BusStats { return &b.stats }
@@ -151,15 +167,30 @@ func (b *Bus) Stats() *BusStats { return &b.stats }
 // keeps trying in the background: the subscription is made as soon as
 // Redis answers.
 func (b *Bus) Start(ctx context.Context) error {
-	b.ps = b.rdb.Subscribe(ctx)
-	err := b.ps.Subscribe(ctx, b.nodeChannel(b.node), b.allChannel())
-	ch := b.ps.ChannelWithSubscriptions(
-		redis.WithChannelSize(4096),
-		redis.WithChannelHealthCheckInterval(time.Second),
-		redis.WithChannelSendTimeout(10*time.Second),
-	)
-	b.wg.Add(2)
-	go b.receive(ch)
+	var err error
+	if b.sharded {
+		// The two channels lie in different slots, which one SSUBSCRIBE
+		// cannot name: one subscription each, on its shard.
+		for _, channel := range []string{b.nodeChannel(b.node), b.allChannel()} {
+			ps := b.rdb.SSubscribe(ctx)
+			err = errors.Join(err, ps.SSubscribe(ctx, channel))
+			b.ps = append(b.ps, ps)
+		}
+	} else {
+		ps := b.rdb.Subscribe(ctx)
+		err = ps.Subscribe(ctx, b.nodeChannel(b.node), b.allChannel())
+		b.ps = append(b.ps, ps)
+	}
+	for _, ps := range b.ps {
+		ch := ps.ChannelWithSubscriptions(
+			redis.WithChannelSize(4096),
+			redis.WithChannelHealthCheckInterval(time.Second),
+			redis.WithChannelSendTimeout(10*time.Second),
+		)
+		b.wg.Add(1)
+		go b.receive(ch)
+	}
+	b.wg.Add(1)
 	go b.sendReplies()
 	if err != nil {
 		return err
@@ -183,30 +214,29 @@ func (b *Bus) Close() error {
 	}
 	close(b.closed)
 	var err error
-	if b.ps != nil {
-		err = b.ps.Close()
+	for _, ps := range b.ps {
+		err = errors.Join(err, ps.Close())
 	}
 	b.wg.Wait()
 	return err
 }
 
-// receive handles every message of the subscription, in order.
+// receive handles every message of a subscription, in order.
 func (b *Bus) receive(ch <-chan any) {
 	defer b.wg.Done()
-	subscribed := 0
 	for m := range ch {
 		switch m := m.(type) {
 		case *redis.Subscription:
-			if m.Kind != "subscribe" {
+			if m.Kind != "subscribe" && m.Kind != "ssubscribe" {
 				continue
 			}
-			// Two confirmations come with the first subscription; more
-			// mean it was made again.
-			subscribed++
-			if subscribed == 2 {
+			// Two confirmations come with the first subscriptions (one
+			// per channel); more mean one was made again.
+			n := b.confirm.Add(1)
+			if n == 2 {
 				close(b.subscribed)
 			}
-			if subscribed > 2 && m.Channel == b.allChannel() && b.resub != nil {
+			if n > 2 && (m.Channel == b.allChannel() || b.sharded) && b.resub != nil {
 				go b.resub()
 			}
 		case *redis.Message:
@@ -298,7 +328,7 @@ func (b *Bus) sendReplies() {
 		ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
 		_, err := b.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for _, o := range batch {
-				p.Publish(ctx, o.channel, o.payload)
+				b.publish(ctx, p, o.channel, o.payload)
 			}
 			return nil
 		})
@@ -370,7 +400,7 @@ func (b *Bus) request(ctx context.Context, channel string, m Msg, want int) ([]R
 		b.mu.Unlock()
 	}()
 	e := envelope{kind: m.Kind, id: id, node: b.node, instance: b.instance, msg: m}
-	n, err := b.rdb.Publish(ctx, channel, e.encode()).Result()
+	n, err := b.publish(ctx, b.rdb, channel, e.encode()).Result()
 	if err != nil {
 		return nil, 0, fmt.Errorf("cluster: publish %s: %w", m.Kind, err)
 	}
@@ -407,7 +437,7 @@ func (b *Bus) request(ctx context.Context, channel string, m Msg, want int) ([]R
 // Publish sends m to every other node and waits for no answer.
 func (b *Bus) Publish(ctx context.Context, m Msg) error {
 	e := envelope{kind: m.Kind, node: b.node, instance: b.instance, msg: m}
-	if err := b.rdb.Publish(ctx, b.allChannel(), e.encode()).Err(); err != nil {
+	if err := b.publish(ctx, b.rdb, b.allChannel(), e.encode()).Err(); err != nil {
 		return fmt.Errorf("cluster: publish %s: %w", m.Kind, err)
 	}
 	b.stats.Published.Add(1)

@@ -121,7 +121,7 @@ func TestRegistry(t *testing.T) {
 	if c.reg.Live("a", "a-1") {
 		t.Fatal("a node is live after its TTL")
 	}
-	if n, _ := rdb.ZCard(ctx, cluster.DefaultPrefix+"nodes").Result(); n != 1 {
+	if n, _ := rdb.ZCard(ctx, cluster.DefaultPrefix+"{nodes}").Result(); n != 1 {
 		t.Errorf("the index holds %d ids, want 1 (c): expired ids are removed when read", n)
 	}
 }
@@ -167,7 +167,7 @@ func TestRegistryRun(t *testing.T) {
 	if !a.reg.Live("b", "b-1") || !b.reg.Live("a", "a-1") {
 		t.Fatal("running nodes are not live to each other")
 	}
-	if n, err := rdb.Exists(ctx, cluster.DefaultPrefix+"node:a", cluster.DefaultPrefix+"node:b").Result(); n != 2 {
+	if n, err := rdb.Exists(ctx, cluster.DefaultPrefix+"{nodes}:node:a", cluster.DefaultPrefix+"{nodes}:node:b").Result(); n != 2 {
 		t.Fatalf("%d of the 2 registrations in Redis (err %v): not renewed", n, err)
 	}
 	// a's next renewal carries 7; b's next read of the live set sees it.
@@ -252,12 +252,12 @@ func newBus(t *testing.T, rdb *redis.Client, id string, h *handler, resub func()
 func waitSubscribers(t *testing.T, rdb *redis.Client, n int64) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		m, err := rdb.PubSubNumSub(t.Context(), cluster.DefaultPrefix+"c:all").Result()
-		if err == nil && m[cluster.DefaultPrefix+"c:all"] == n {
+		m, err := rdb.PubSubNumSub(t.Context(), cluster.DefaultPrefix+"c:{all}").Result()
+		if err == nil && m[cluster.DefaultPrefix+"c:{all}"] == n {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d subscribers, want %d", m[cluster.DefaultPrefix+"c:all"], n)
+			t.Fatalf("%d subscribers, want %d", m[cluster.DefaultPrefix+"c:{all}"], n)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -355,5 +355,47 @@ func TestBusResubscribes(t *testing.T) {
 	}
 	if resubs.Load() == 0 {
 		t.Error("Resubscribed not called")
+	}
+}
+
+// TestRegistryBeat: a node that stops beating (it died: nothing renews
+// its keys) leaves Nodes, the endpoints handed to clients, within
+// BeatTTL, while it stays live for routing until its registration
+// expires.
+func TestRegistryBeat(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := client(t, srv)
+	ctx := t.Context()
+	dead, seer := newNode(t, rdb, "dead", 30*time.Second), newNode(t, rdb, "seer", 30*time.Second)
+	for _, n := range []*node{dead, seer} {
+		if err := n.reg.Register(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	listed := func() bool {
+		for _, n := range seer.reg.Nodes() {
+			if n.Node == "dead" {
+				return true
+			}
+		}
+		return false
+	}
+	seer.reg.Refresh(ctx)
+	if !listed() {
+		t.Fatal("a node that just registered is not handed out")
+	}
+	died := time.Now()
+	checkFor(t, 5*time.Second, func() error {
+		seer.reg.Refresh(ctx)
+		if listed() {
+			return fmt.Errorf("the dead node is still handed out %v after its last beat", time.Since(died))
+		}
+		return nil
+	})
+	if gone := time.Since(died); gone > cluster.BeatTTL+2*time.Second {
+		t.Fatalf("the dead node left the endpoints after %v, want within BeatTTL (%v)", gone, cluster.BeatTTL)
+	}
+	if !seer.reg.Live("dead", "dead-1") {
+		t.Fatal("the node is no longer live for routing while its registration holds")
 	}
 }

@@ -39,7 +39,23 @@ type NodeInfo struct {
 	MaxConns  int        `json:"max_conns"` // -max-conns
 	Draining  bool       `json:"draining,omitempty"`
 	Started   int64      `json:"started"` // unix milliseconds
+
+	// Beating says the node's heartbeat key was there at the last read:
+	// a node that died stops beating within BeatTTL, long before its
+	// registration expires.
+	Beating bool `json:"-"`
 }
+
+// The heartbeat: every BeatEvery a node sets its beat key to expire after
+// BeatTTL. The registration's TTL (-node-ttl) decides when a node is dead
+// for routing, and is long so that a Redis hiccup declares no node dead;
+// the beat decides when its endpoints stop being handed out to clients,
+// and is short so that devices reconnecting after a node's death are not
+// sent back to it.
+const (
+	BeatEvery = 500 * time.Millisecond
+	BeatTTL   = 1500 * time.Millisecond
+)
 
 // Load is the node's share of its capacity in use, 0..1: what "least
 // loaded" compares, so that nodes of different sizes fill evenly.
@@ -76,11 +92,13 @@ type RegistryConfig struct {
 // Registry registers this node and knows which nodes are alive. Keys,
 // with P the prefix:
 //
-//	P node:<id>  STRING  NodeInfo as JSON, expires after the TTL
-//	P nodes      ZSET    node ids, scored by their last renewal (unix ms); an
-//	                     id whose node key is gone is removed by the next read
+//	P {nodes}:node:<id>  STRING  NodeInfo as JSON, expires after the TTL
+//	P {nodes}:beat:<id>  STRING  "1", expires after BeatTTL, set every BeatEvery
+//	P {nodes}            ZSET    node ids, scored by their last renewal (unix ms);
+//	                             an id whose node key is gone is removed by the next read
 //
-// A node is alive while its key exists and holds its current instance.
+// A node is alive while its key exists and holds its current instance;
+// its endpoints are handed out (Nodes) while it also beats.
 type Registry struct {
 	rdb      redis.UniversalClient
 	prefix   string
@@ -132,8 +150,11 @@ func NewRegistry(cfg RegistryConfig, self func() NodeInfo) *Registry {
 	return r
 }
 
-func (r *Registry) nodeKey(id string) string { return r.prefix + "node:" + id }
-func (r *Registry) indexKey() string         { return r.prefix + "nodes" }
+// Every registry key carries the hash tag {nodes}: on Redis Cluster they
+// share one slot, so readLive and the registration's MULTI touch one.
+func (r *Registry) nodeKey(id string) string { return r.prefix + "{nodes}:node:" + id }
+func (r *Registry) indexKey() string         { return r.prefix + "{nodes}" }
+func (r *Registry) beatKey(id string) string { return r.prefix + "{nodes}:beat:" + id }
 
 // TTL is the registration lifetime.
 func (r *Registry) TTL() time.Duration { return r.ttl }
@@ -149,6 +170,7 @@ func (r *Registry) Register(ctx context.Context) error {
 	var prev *redis.StatusCmd
 	_, err = r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		prev = p.SetArgs(ctx, r.nodeKey(info.Node), val, redis.SetArgs{TTL: r.ttl, Get: true})
+		p.Set(ctx, r.beatKey(info.Node), "1", BeatTTL)
 		p.ZAdd(ctx, r.indexKey(), redis.Z{Score: float64(time.Now().UnixMilli()), Member: info.Node})
 		return nil
 	})
@@ -187,7 +209,7 @@ func (r *Registry) SetDraining(ctx context.Context) error {
 func (r *Registry) Deregister(ctx context.Context) error {
 	info := r.self()
 	_, err := r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.Del(ctx, r.nodeKey(info.Node))
+		p.Del(ctx, r.nodeKey(info.Node), r.beatKey(info.Node))
 		p.ZRem(ctx, r.indexKey(), info.Node)
 		return nil
 	})
@@ -195,8 +217,9 @@ func (r *Registry) Deregister(ctx context.Context) error {
 	return err
 }
 
-// readLive returns the registrations of every live node and removes from
-// the index the ids whose registration expired.
+// readLive returns the registration of every live node, each followed by
+// "1" or "0" for whether it beats, and removes from the index the ids
+// whose registration expired.
 var readLive = redis.NewScript(`
 local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
 local out = {}
@@ -204,6 +227,7 @@ for _, id in ipairs(ids) do
 	local v = redis.call('GET', ARGV[1] .. id)
 	if v then
 		out[#out + 1] = v
+		out[#out + 1] = tostring(redis.call('EXISTS', ARGV[2] .. id))
 	else
 		redis.call('ZREM', KEYS[1], id)
 	end
@@ -219,19 +243,25 @@ func (r *Registry) Refresh(ctx context.Context) error {
 
 func (r *Registry) fetch(ctx context.Context) error {
 	started := time.Now().UnixNano()
-	vals, err := readLive.Run(ctx, r.rdb, []string{r.indexKey()}, r.prefix+"node:").StringSlice()
+	vals, err := readLive.Run(ctx, r.rdb, []string{r.indexKey()}, r.nodeKey(""), r.beatKey("")).StringSlice()
 	if err != nil && !errors.Is(err, redis.Nil) {
 		// Keep the last known set.
 		return fmt.Errorf("cluster: reading the live nodes: %w", err)
 	}
-	m := make(map[string]NodeInfo, len(vals))
-	for _, v := range vals {
+	m := make(map[string]NodeInfo, len(vals)/2)
+	for i := 0; i+1 < len(vals); i += 2 {
 		var n NodeInfo
-		if json.Unmarshal([]byte(v), &n) == nil && n.Node != "" {
+		if json.Unmarshal([]byte(vals[i]), &n) == nil && n.Node != "" {
+			n.Beating = vals[i+1] == "1"
 			m[n.Node] = n
 		}
 	}
 	self := r.self()
+	self.Beating = true // we know we are alive
+	if n, ok := m[self.Node]; ok {
+		n.Beating = true
+		m[self.Node] = n
+	}
 	if r.registered.Load() {
 		// Between our renewals our key may be briefly missing (Redis
 		// restarted); we know we are alive.
@@ -294,13 +324,14 @@ func (r *Registry) known(node, instance string) bool {
 	return ok && n.Instance == instance
 }
 
-// Nodes returns the live nodes from the cache, least loaded first
-// (draining nodes excluded).
+// Nodes returns the live nodes from the cache that beat, least loaded
+// first (draining nodes excluded): those whose endpoints clients may be
+// given.
 func (r *Registry) Nodes() []NodeInfo {
 	m := *r.live.Load()
 	nodes := make([]NodeInfo, 0, len(m))
 	for _, n := range m {
-		if !n.Draining {
+		if !n.Draining && n.Beating {
 			nodes = append(nodes, n)
 		}
 	}
@@ -325,6 +356,9 @@ func (r *Registry) Run(ctx context.Context) {
 	defer renew.Stop()
 	cache := time.NewTicker(r.cacheTTL)
 	defer cache.Stop()
+	beat := time.NewTicker(BeatEvery)
+	defer beat.Stop()
+	r.beatOnce(ctx)
 	for {
 		select {
 		case <-ctx.Done():
@@ -333,8 +367,18 @@ func (r *Registry) Run(ctx context.Context) {
 			r.renewOnce(ctx)
 		case <-cache.C:
 			r.refreshOnce(ctx)
+		case <-beat.C:
+			r.beatOnce(ctx)
 		}
 	}
+}
+
+// beatOnce sets this node's beat key (a failure says itself at the next
+// renewal).
+func (r *Registry) beatOnce(ctx context.Context) {
+	c, cancel := context.WithTimeout(ctx, BeatEvery)
+	defer cancel()
+	_ = r.rdb.Set(c, r.beatKey(r.self().Node), "1", BeatTTL).Err()
 }
 
 func (r *Registry) renewOnce(ctx context.Context) {

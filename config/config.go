@@ -153,7 +153,8 @@ type Config struct {
 	RecoverSize  int           // -recover-size: pushes kept per device for resume; 1..MaxRecoverSize
 	RecoverTTL   time.Duration // -recover-ttl: how long they are kept after a disconnect; > 0
 	EventsURL    string        // -events-url: http(s) URL for connect/disconnect events; "" disables them
-	Redis        string        // -redis: Redis host:port of the shared route; "" means the in-memory route
+	Redis        string        // -redis: Redis host:port of the shared route, several comma-separated for Redis Cluster seeds or Sentinels; "" means the in-memory route
+	RedisMaster  string        // -redis-master: with it the -redis addresses are Sentinels watching this master
 	RedisPrefix  string        // -redis-prefix: starts every Redis key and channel, 1..MaxRedisPrefix bytes; deployments sharing a Redis need different ones
 	RedisPass    string        // -redis-password: Redis AUTH password; "" means none
 	NodeTTL      time.Duration // -node-ttl: a node's registration lifetime: a dead node's devices are offline within it; MinNodeTTL..MaxNodeTTL
@@ -350,7 +351,8 @@ func newFlagSet(c *Config) (*flag.FlagSet, *bizList) {
 	fs.IntVar(&c.RecoverSize, "recover-size", c.RecoverSize, "pushes kept per device for resume; 1..65536")
 	fs.DurationVar(&c.RecoverTTL, "recover-ttl", c.RecoverTTL, "how long a device's pushes are kept after it disconnects")
 	fs.StringVar(&c.EventsURL, "events-url", c.EventsURL, "http(s) `URL` receiving connect and disconnect events; empty disables them")
-	fs.StringVar(&c.Redis, "redis", c.Redis, "Redis `address` host:port of the shared route; empty means the in-memory route (one node)")
+	fs.StringVar(&c.Redis, "redis", c.Redis, "Redis `addresses` of the shared route: host:port of one Redis, or host:port,host:port,... the seeds of a Redis Cluster (or, with -redis-master, the Sentinels); empty means the in-memory route (one node)")
+	fs.StringVar(&c.RedisMaster, "redis-master", c.RedisMaster, "Sentinel master `name`: the -redis addresses are Sentinels watching it, and the node follows its failovers")
 	fs.StringVar(&c.RedisPrefix, "redis-prefix", c.RedisPrefix, "`prefix` of every Redis key and channel; deployments sharing one Redis need different ones")
 	fs.StringVar(&c.RedisPass, "redis-password", c.RedisPass, "Redis AUTH `password`; empty means none")
 	fs.DurationVar(&c.NodeTTL, "node-ttl", c.NodeTTL, "with -redis: a node's registration lifetime, renewed every third of it; a dead node's devices are offline within it (1s..30s)")
@@ -515,13 +517,16 @@ func (c *Config) Validate() error {
 			bad("-events-url %q: %v", c.EventsURL, err)
 		}
 	}
-	if c.Redis != "" {
-		if _, err := splitAddr(c.Redis); err != nil {
-			bad("-redis %q: %v", c.Redis, err)
+	for _, a := range c.RedisAddrs() {
+		if _, err := splitAddr(a); err != nil {
+			bad("-redis %q: %s: %v", c.Redis, a, err)
 		}
 	}
-	if c.RedisPrefix == "" || len(c.RedisPrefix) > MaxRedisPrefix || hasSpaceOrControl(c.RedisPrefix) {
-		bad("-redis-prefix %q: want 1..%d bytes without spaces or control characters", c.RedisPrefix, MaxRedisPrefix)
+	if c.RedisMaster != "" && (c.Redis == "" || hasSpaceOrControl(c.RedisMaster)) {
+		bad("-redis-master %q: want a name without spaces, with the Sentinels' addresses in -redis", c.RedisMaster)
+	}
+	if c.RedisPrefix == "" || len(c.RedisPrefix) > MaxRedisPrefix || hasSpaceOrControl(c.RedisPrefix) || strings.ContainsAny(c.RedisPrefix, "{}") {
+		bad("-redis-prefix %q: want 1..%d bytes without spaces, control characters or braces (keys carry {hash tags})", c.RedisPrefix, MaxRedisPrefix)
 	}
 	if c.NodeTTL < MinNodeTTL || c.NodeTTL > MaxNodeTTL {
 		bad("-node-ttl %v: want %v..%v", c.NodeTTL, MinNodeTTL, MaxNodeTTL)
@@ -583,6 +588,15 @@ func (c *Config) weakSecrets() string {
 
 // splitAddr checks a host:port address and returns its host. The port
 // must be numeric; 0 asks the system for a free one.
+// RedisAddrs is -redis split at its commas: one address of a standalone
+// Redis, the seeds of a Redis Cluster, or (with -redis-master) Sentinels.
+func (c Config) RedisAddrs() []string {
+	if c.Redis == "" {
+		return nil
+	}
+	return strings.Split(c.Redis, ",")
+}
+
 func splitAddr(addr string) (string, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {

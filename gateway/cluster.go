@@ -43,7 +43,7 @@ const (
 type clusterNode struct {
 	g        *Gateway
 	log      *slog.Logger
-	rdb      *redis.Client
+	rdb      redis.UniversalClient
 	instance string
 	route    *route.Redis
 	shared   *recovery.Redis
@@ -91,9 +91,13 @@ func newClusterNode(g *Gateway, cfg config.Config, log *slog.Logger) *clusterNod
 		instance: route.NewInstance(),
 		waiters:  make(map[connKey][]chan struct{}),
 	}
-	cl.rdb = redis.NewClient(&redis.Options{
-		Addr:     cfg.Redis,
-		Password: cfg.RedisPass,
+	// One address is a standalone Redis, several the seeds of a Redis
+	// Cluster, and with -redis-master the Sentinels (go-redis's
+	// UniversalClient rules).
+	cl.rdb = redis.NewUniversalClient(&redis.UniversalOptions{
+		Addrs:      cfg.RedisAddrs(),
+		MasterName: cfg.RedisMaster,
+		Password:   cfg.RedisPass,
 		// Fail fast while Redis is down: every caller has a fallback
 		// (local delivery, unrouted), and the loops retry.
 		DialTimeout:           time.Second,

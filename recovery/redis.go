@@ -57,7 +57,8 @@ func NewRedis(cfg RedisConfig) *Redis {
 }
 
 func (r *Redis) keys(device string) []string {
-	return []string{r.prefix + "rs:" + device, r.prefix + "rb:" + device}
+	// One hash tag: both keys in the device's slot on Redis Cluster.
+	return []string{r.prefix + "rs:{" + device + "}", r.prefix + "rb:{" + device + "}"}
 }
 
 func unavailable(err error) error {

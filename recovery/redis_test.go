@@ -248,7 +248,7 @@ func TestRedisSharedStore(t *testing.T) {
 		t.Fatalf("Append = %v, %v", kept, err)
 	}
 	// The appends keep the expiry Save set, on both keys.
-	for _, k := range []string{"longlink:rs:dev", "longlink:rb:dev"} {
+	for _, k := range []string{"longlink:rs:{dev}", "longlink:rb:{dev}"} {
 		if d, _ := rdb.PTTL(ctx, k).Result(); d <= 0 || d > time.Minute {
 			t.Errorf("%s expires in %v, want within 1m", k, d)
 		}
@@ -267,7 +267,7 @@ func TestRedisSharedStore(t *testing.T) {
 	// A state without pushes still counts appends.
 	r.Save(ctx, "dev", recovery.State{Seq: 2})
 	r.Append(ctx, []recovery.Push{{Device: "dev", Frame: []byte("p3")}})
-	if d, _ := rdb.PTTL(ctx, "longlink:rb:dev").Result(); d <= 0 {
+	if d, _ := rdb.PTTL(ctx, "longlink:rb:{dev}").Result(); d <= 0 {
 		t.Errorf("the list made by Append has no expiry (%v)", d)
 	}
 	if got, _, _ := r.Take(ctx, "dev"); got.Seq != 3 || len(got.Items) != 1 {
@@ -277,7 +277,7 @@ func TestRedisSharedStore(t *testing.T) {
 	if err := r.Delete(ctx, "dev"); err != nil {
 		t.Fatal(err)
 	}
-	if n, _ := rdb.Exists(ctx, "longlink:rs:dev", "longlink:rb:dev").Result(); n != 0 {
+	if n, _ := rdb.Exists(ctx, "longlink:rs:{dev}", "longlink:rb:{dev}").Result(); n != 0 {
 		t.Fatal("Delete left keys")
 	}
 }
@@ -291,13 +291,13 @@ func TestRedisSharedExpiry(t *testing.T) {
 	if err := r.Save(ctx, "dev", recovery.State{Seq: 1}); err != nil {
 		t.Fatalf("Save: %v", err)
 	}
-	left, err := rdb.PTTL(ctx, "longlink:rs:dev").Result()
+	left, err := rdb.PTTL(ctx, "longlink:rs:{dev}").Result()
 	if err != nil || left <= 0 || left > ttl {
 		t.Fatalf("saved state's TTL %v (err %v), want within (0, %v]", left, err, ttl)
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		n, err := rdb.Exists(ctx, "longlink:rs:dev").Result()
+		n, err := rdb.Exists(ctx, "longlink:rs:{dev}").Result()
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -57,20 +57,25 @@ type RedisConfig struct {
 	Batch int
 }
 
-// Redis is the Route shared by several nodes, kept in one Redis server
-// (not Redis Cluster: the scripts touch keys of several hash slots).
+// Redis is the Route shared by several nodes, kept in a standalone Redis,
+// a Redis Cluster or a Sentinel-watched master.
 //
-// Keys, with P the prefix:
+// Keys, with P the prefix; the braces are hash tags (Redis Cluster puts a
+// key in the slot of its tag), so every script touches one slot:
 //
-//	P d:<device>   STRING  "<conn> <instance> <node>", expires after DeviceTTL
-//	P g:<group>    SET     member devices; no expiry, gone when empty
-//	P dg:<device>  SET     the device's groups; no expiry, gone when empty
+//	P d:{<device>}   STRING  "<conn> <instance> <node>", expires after DeviceTTL
+//	P g:{<group>}    SET     member devices; no expiry, gone when empty
+//	P dg:{<device>}  SET     the device's groups; no expiry, gone when empty
 //
 // Bind is one SET … GET (the previous binding comes back atomically),
 // Unbind a compare-and-delete script, Lookup one GET. Join and Leave
 // change both sets of every device in one MULTI per batch, so the two
-// sides of membership never disagree once the call returns. Every error
-// that comes from Redis wraps ErrUnavailable.
+// sides of membership never disagree once the call returns. On Redis
+// Cluster the sets of a membership lie in different slots, which no MULTI
+// spans: there a batch is one pipeline, and a call that fails part-way
+// may leave the two sides apart until it is made again (each command is
+// idempotent). Every error that comes from Redis wraps
+// ErrUnavailable.
 type Redis struct {
 	rdb      redis.UniversalClient
 	owned    bool
@@ -79,6 +84,7 @@ type Redis struct {
 	live     func(node, instance string) bool
 	ttl      time.Duration
 	batch    int
+	sharded  bool // a Redis Cluster: a MULTI cannot span the keys of a membership change
 }
 
 var _ Route = (*Redis)(nil)
@@ -110,6 +116,7 @@ func NewRedis(cfg RedisConfig) *Redis {
 	if r.batch <= 0 {
 		r.batch = DefaultRedisBatch
 	}
+	_, r.sharded = r.rdb.(*redis.ClusterClient)
 	return r
 }
 
@@ -123,9 +130,12 @@ func NewInstance() string {
 // Instance is the instance name stored with the bindings made here.
 func (r *Redis) Instance() string { return r.instance }
 
-func (r *Redis) deviceKey(device string) string { return r.prefix + "d:" + device }
-func (r *Redis) groupKey(group string) string   { return r.prefix + "g:" + group }
-func (r *Redis) groupsKey(device string) string { return r.prefix + "dg:" + device }
+// The keys carry {hash tags}: a device's binding and its groups share the
+// device's slot, so that on Redis Cluster every script and transaction
+// touches one slot.
+func (r *Redis) deviceKey(device string) string { return r.prefix + "d:{" + device + "}" }
+func (r *Redis) groupKey(group string) string   { return r.prefix + "g:{" + group + "}" }
+func (r *Redis) groupsKey(device string) string { return r.prefix + "dg:{" + device + "}" }
 
 // value encodes a binding made here: conn, instance, node. The node comes
 // last so that it may hold any byte.
@@ -308,7 +318,11 @@ func (r *Redis) members(ctx context.Context, group string, devices []string, joi
 		for i, d := range chunk {
 			members[i] = d
 		}
-		_, err := r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		pipelined := r.rdb.TxPipelined
+		if r.sharded {
+			pipelined = r.rdb.Pipelined
+		}
+		_, err := pipelined(ctx, func(p redis.Pipeliner) error {
 			if join {
 				p.SAdd(ctx, gk, members...)
 			} else {

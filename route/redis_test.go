@@ -83,7 +83,7 @@ func TestRedisLiveness(t *testing.T) {
 	if loc, online, err := b.Lookup(ctx, "dev"); err != nil || online {
 		t.Fatalf("Lookup of a dead instance's binding = %v, %v, %v; want offline", loc, online, err)
 	}
-	if n, _ := rdb.Exists(ctx, route.DefaultRedisPrefix+"d:dev").Result(); n != 0 {
+	if n, _ := rdb.Exists(ctx, route.DefaultRedisPrefix+"d:{dev}").Result(); n != 0 {
 		t.Error("a dead instance's binding was not deleted by Lookup")
 	}
 	// A dead previous binding is no duplicate login.
@@ -135,7 +135,7 @@ func TestRedisBindingExpiry(t *testing.T) {
 	ctx := t.Context()
 	r := route.NewRedis(route.RedisConfig{Client: rdb, DeviceTTL: 90 * time.Second})
 	r.Bind(ctx, "dev", route.Location{Node: "n", Conn: 1})
-	ttl, err := rdb.TTL(ctx, route.DefaultRedisPrefix+"d:dev").Result()
+	ttl, err := rdb.TTL(ctx, route.DefaultRedisPrefix+"d:{dev}").Result()
 	if err != nil || ttl <= 80*time.Second || ttl > 90*time.Second {
 		t.Fatalf("binding TTL = %v, %v; want about 90s", ttl, err)
 	}
@@ -151,7 +151,7 @@ func TestRedisRefresh(t *testing.T) {
 	a.Bind(ctx, "older", loc(2)) // a newer connection (conn 3) replaced it here
 	a.Bind(ctx, "moved", loc(4)) // then the device logged in on node b
 	b.Bind(ctx, "moved", route.Location{Node: "node-b", Conn: 1})
-	rdb.Persist(ctx, route.DefaultRedisPrefix+"d:kept") // Refresh must restore the expiry
+	rdb.Persist(ctx, route.DefaultRedisPrefix+"d:{kept}") // Refresh must restore the expiry
 	// "lost" was bound here, but Redis lost it (a restart).
 	n, err := a.Refresh(ctx, []route.Binding{
 		{Device: "kept", Loc: loc(1)},
@@ -169,7 +169,7 @@ func TestRedisRefresh(t *testing.T) {
 			t.Errorf("after Refresh, %s at %v (online %v), want %v", dev, got, online, want)
 		}
 	}
-	if ttl, _ := rdb.TTL(ctx, route.DefaultRedisPrefix+"d:kept").Result(); ttl <= 0 || ttl > time.Minute {
+	if ttl, _ := rdb.TTL(ctx, route.DefaultRedisPrefix+"d:{kept}").Result(); ttl <= 0 || ttl > time.Minute {
 		t.Errorf("refreshed TTL = %v, want up to 1m", ttl)
 	}
 }
