@@ -60,7 +60,7 @@ func main() {
 	flag.StringVar(&c.api, "api", "http://127.0.0.1:7080", "API base URL of the node the pushes go through")
 	flag.StringVar(&c.apiKey, "api-key", "longlink-dev-api-key", "API key")
 	flag.StringVar(&c.secret, "jwt-secret", "longlink-dev-jwt-secret-do-not-use-in-production", "HS256 secret to mint login tokens")
-	flag.StringVar(&c.redis, "redis", "", "Redis host:port, to count the commands the pushes cost (INFO commandstats); empty: not counted")
+	flag.StringVar(&c.redis, "redis", "", "Redis host:port, or the masters of a Redis Cluster comma-separated, to count the commands the pushes cost (INFO commandstats, summed); empty: not counted")
 	flag.StringVar(&c.mode, "mode", "broadcast", "broadcast, group or unicast")
 	flag.IntVar(&c.conns, "conns", 1000, "connections")
 	flag.IntVar(&c.pushes, "pushes", 100, "pushes (API calls)")
@@ -121,11 +121,14 @@ func run(c config) error {
 	for _, cn := range cs {
 		go cn.read(&last)
 	}
-	var rdb *redis.Client
+	var rdb []*redis.Client
 	var before map[string]int64
 	if c.redis != "" {
-		rdb = redis.NewClient(&redis.Options{Addr: c.redis})
-		defer rdb.Close()
+		for _, addr := range strings.Split(c.redis, ",") {
+			cl := redis.NewClient(&redis.Options{Addr: addr})
+			defer cl.Close()
+			rdb = append(rdb, cl)
+		}
 		var err error
 		if before, err = commandStats(rdb); err != nil {
 			return err
@@ -315,13 +318,27 @@ func push(hc *http.Client, c config, group string, cs []*conn, i int) (int, erro
 	return res.Delivered, nil
 }
 
-// commandStats reads the calls of every command from INFO commandstats.
-func commandStats(rdb *redis.Client) (map[string]int64, error) {
+// commandStats reads the calls of every command from INFO commandstats
+// of each server, summed.
+func commandStats(rdbs []*redis.Client) (map[string]int64, error) {
+	m := map[string]int64{}
+	for _, rdb := range rdbs {
+		if err := addCommandStats(rdb, m); err != nil {
+			return nil, err
+		}
+	}
+	if len(m) == 0 {
+		return nil, errors.New("INFO commandstats: nothing parsed")
+	}
+	return m, nil
+}
+
+// addCommandStats adds one server's INFO commandstats calls to m.
+func addCommandStats(rdb *redis.Client, m map[string]int64) error {
 	info, err := rdb.Info(context.Background(), "commandstats").Result()
 	if err != nil {
-		return nil, err
+		return err
 	}
-	m := map[string]int64{}
 	for _, line := range strings.Split(info, "\n") {
 		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":")
 		if !ok || !strings.HasPrefix(name, "cmdstat_") {
@@ -330,14 +347,11 @@ func commandStats(rdb *redis.Client) (map[string]int64, error) {
 		for _, kv := range strings.Split(rest, ",") {
 			if v, ok := strings.CutPrefix(kv, "calls="); ok {
 				n, _ := strconv.ParseInt(v, 10, 64)
-				m[strings.TrimPrefix(name, "cmdstat_")] = n
+				m[strings.TrimPrefix(name, "cmdstat_")] += n
 			}
 		}
 	}
-	if len(m) == 0 {
-		return nil, errors.New("INFO commandstats: nothing parsed")
-	}
-	return m, nil
+	return nil
 }
 
 func printCommands(before, after map[string]int64, pushes int) {
