@@ -1,10 +1,12 @@
 package e2e
 
 // Multi-node tests of docs/cluster.md: two or three real gateway processes
-// behind one real redis-server. Every delivery is checked exactly: the
+// behind real Redis, each test once per topology (forTopologies): one
+// redis-server, a Redis Cluster of three masters, and a master with a
+// replica behind three Sentinels. Every delivery is checked exactly: the
 // API's counts, each client receiving its push once (the next frame after
 // it is the PONG to a PING), and the seq it carries. Run them with
-// -run TestCluster.
+// -run TestCluster, one topology with -run 'TestCluster/sentinel'.
 
 import (
 	"fmt"
@@ -13,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/longlink/longlink/cluster/redistest"
 	"github.com/longlink/longlink/codec"
 )
 
@@ -91,10 +94,11 @@ func (s *server) clWaitOffline(device string, within time.Duration) {
 	})
 }
 
-func TestClusterUnicastAndBatch(t *testing.T) {
-	rdb := startRedis(t)
-	a := startClusterNode(t, rdb, "A")
-	b := startClusterNode(t, rdb, "B")
+func TestClusterUnicastAndBatch(t *testing.T) { forTopologies(t, testClusterUnicastAndBatch) }
+
+func testClusterUnicastAndBatch(t *testing.T, top redistest.Topology) {
+	a := startClusterNode(t, top, "A")
+	b := startClusterNode(t, top, "B")
 	a1, _ := loggedIn(t, a, "a1")
 	bs := make([]*client, 5)
 	var acks []codec.Frame
@@ -149,11 +153,12 @@ func TestClusterUnicastAndBatch(t *testing.T) {
 	}
 }
 
-func TestClusterGroupsAndBroadcast(t *testing.T) {
-	rdb := startRedis(t)
-	a := startClusterNode(t, rdb, "A")
-	b := startClusterNode(t, rdb, "B")
-	c := startClusterNode(t, rdb, "C")
+func TestClusterGroupsAndBroadcast(t *testing.T) { forTopologies(t, testClusterGroupsAndBroadcast) }
+
+func testClusterGroupsAndBroadcast(t *testing.T, top redistest.Topology) {
+	a := startClusterNode(t, top, "A")
+	b := startClusterNode(t, top, "B")
+	c := startClusterNode(t, top, "C")
 	ga1, _ := loggedIn(t, a, "ga1", "room") // member by its token
 	gb1, _ := loggedIn(t, b, "gb1")
 	gb2, _ := loggedIn(t, b, "gb2") // never a member
@@ -213,10 +218,11 @@ func TestClusterGroupsAndBroadcast(t *testing.T) {
 	}
 }
 
-func TestClusterDuplicateLogin(t *testing.T) {
-	rdb := startRedis(t)
-	a := startClusterNode(t, rdb, "A")
-	b := startClusterNode(t, rdb, "B")
+func TestClusterDuplicateLogin(t *testing.T) { forTopologies(t, testClusterDuplicateLogin) }
+
+func testClusterDuplicateLogin(t *testing.T, top redistest.Topology) {
+	a := startClusterNode(t, top, "A")
+	b := startClusterNode(t, top, "B")
 	older, _ := loggedIn(t, a, "dup")
 	newer, ack := loggedIn(t, b, "dup")
 	f := older.read(5 * time.Second)
@@ -236,10 +242,11 @@ func TestClusterDuplicateLogin(t *testing.T) {
 	newer.clQuiet()
 }
 
-func TestClusterResume(t *testing.T) {
-	rdb := startRedis(t)
-	a := startClusterNode(t, rdb, "A")
-	b := startClusterNode(t, rdb, "B")
+func TestClusterResume(t *testing.T) { forTopologies(t, testClusterResume) }
+
+func testClusterResume(t *testing.T, top redistest.Topology) {
+	a := startClusterNode(t, top, "A")
+	b := startClusterNode(t, top, "B")
 
 	// Disconnected from A; pushes while offline through B; resumed on B.
 	c, _ := loggedIn(t, a, "r1")
@@ -305,11 +312,12 @@ func TestClusterResume(t *testing.T) {
 	c3.clWantPush(5, "five")
 }
 
-func TestClusterEndpoints(t *testing.T) {
-	rdb := startRedis(t)
-	a := startClusterNode(t, rdb, "A", "-ws-listen", "127.0.0.1:0")
-	b := startClusterNode(t, rdb, "B")
-	c := startClusterNode(t, rdb, "C")
+func TestClusterEndpoints(t *testing.T) { forTopologies(t, testClusterEndpoints) }
+
+func testClusterEndpoints(t *testing.T, top redistest.Topology) {
+	a := startClusterNode(t, top, "A", "-ws-listen", "127.0.0.1:0")
+	b := startClusterNode(t, top, "B")
+	c := startClusterNode(t, top, "C")
 	for i := range 3 {
 		loggedIn(t, a, "ea"+itoa(i))
 	}
@@ -356,10 +364,11 @@ func TestClusterEndpoints(t *testing.T) {
 	}
 }
 
-func TestClusterNodeKilled(t *testing.T) {
-	rdb := startRedis(t)
-	a := startClusterNode(t, rdb, "A", "-node-ttl", "2s")
-	b := startClusterNode(t, rdb, "B", "-node-ttl", "2s")
+func TestClusterNodeKilled(t *testing.T) { forTopologies(t, testClusterNodeKilled) }
+
+func testClusterNodeKilled(t *testing.T, top redistest.Topology) {
+	a := startClusterNode(t, top, "A", "-node-ttl", "2s")
+	b := startClusterNode(t, top, "B", "-node-ttl", "2s")
 	loggedIn(t, b, "k1")
 	loggedIn(t, b, "k2")
 	if online, node, _ := a.clDevice("k1"); !online || node != "B" {
@@ -394,13 +403,14 @@ func TestClusterNodeKilled(t *testing.T) {
 	k1.clWantPush(0, "again")
 }
 
-func TestClusterRedisDown(t *testing.T) {
-	rdb := startRedis(t)
-	a := startClusterNode(t, rdb, "A")
-	b := startClusterNode(t, rdb, "B")
+func TestClusterRedisDown(t *testing.T) { forTopologies(t, testClusterRedisDown) }
+
+func testClusterRedisDown(t *testing.T, top redistest.Topology) {
+	a := startClusterNode(t, top, "A")
+	b := startClusterNode(t, top, "B")
 	a1, _ := loggedIn(t, a, "a1", "room")
 	b1, _ := loggedIn(t, b, "b1", "room")
-	rdb.Kill()
+	top.Kill()
 
 	// Local delivery goes on; the remote device is reported unrouted.
 	res := a.clPush([]string{"a1", "b1"}, "down")
@@ -447,7 +457,7 @@ func TestClusterRedisDown(t *testing.T) {
 
 	// Redis comes back (empty): the devices, a2 too, though its login
 	// could not be recorded, are reachable from the other node again.
-	rdb.Restart()
+	top.Restart()
 	var delivered string
 	checkFor(t, 15*time.Second, 100*time.Millisecond, func() error {
 		m := "back-" + itoa(int(time.Now().UnixMilli()%1e6))
@@ -461,17 +471,18 @@ func TestClusterRedisDown(t *testing.T) {
 	a2.clQuiet()
 }
 
-func TestClusterRedisRestart(t *testing.T) {
-	rdb := startRedis(t)
-	a := startClusterNode(t, rdb, "A")
-	b := startClusterNode(t, rdb, "B")
+func TestClusterRedisRestart(t *testing.T) { forTopologies(t, testClusterRedisRestart) }
+
+func testClusterRedisRestart(t *testing.T, top redistest.Topology) {
+	a := startClusterNode(t, top, "A")
+	b := startClusterNode(t, top, "B")
 	b1, _ := loggedIn(t, b, "b1")
 	if res := a.clPush([]string{"b1"}, "before"); res.Delivered != 1 {
 		t.Fatalf("push before the restart: %+v", res)
 	}
 	b1.clWantPush(1, "before")
 
-	rdb.Restart() // an empty Redis on the same port
+	top.Restart() // an empty Redis on the same port
 	restarted := time.Now()
 	// Nodes reconnect, re-register and re-create their devices' bindings
 	// by themselves. Until then pushes are reported, never delivered.
@@ -493,5 +504,82 @@ func TestClusterRedisRestart(t *testing.T) {
 	loggedIn(t, b, "d")
 	if f := older.read(5 * time.Second); f.Op != codec.OpKick || f.Status != codec.StatusDuplicateLogin {
 		t.Fatalf("duplicate login after the restart: %v %v", f.Op, f.Status)
+	}
+}
+
+// TestClusterSentinelFailover kills the master behind the Sentinels
+// (SIGKILL) under two nodes. The Sentinels promote the replica within a
+// few seconds and the nodes must follow: A's own device gets every push
+// throughout; within 20s of the kill cross-node pushes and new logins
+// work again; no node exits, and the devices connected before the kill
+// are still connected and get pushes.
+func TestClusterSentinelFailover(t *testing.T) {
+	sen := redistest.StartSentinel(t)
+	a := startClusterNode(t, sen, "A")
+	b := startClusterNode(t, sen, "B")
+	a1, _ := loggedIn(t, a, "a1")
+	b1, _ := loggedIn(t, b, "b1")
+	if res := a.clPush([]string{"a1", "b1"}, "before"); res.Delivered != 2 {
+		t.Fatalf("push before the failover: %+v", res)
+	}
+	a1.clWantPush(1, "before")
+	b1.clWantPush(1, "before")
+
+	old := sen.KillMaster()
+	killed := time.Now()
+	deadline := killed.Add(20 * time.Second)
+	// Until the nodes follow the new master, b1's pushes are reported
+	// (unrouted, offline), never delivered; a1's are always delivered.
+	round := 0
+	checkFor(t, time.Until(deadline), 100*time.Millisecond, func() error {
+		round++
+		m := "during-" + itoa(round)
+		res := a.clPush([]string{"a1", "b1"}, m)
+		if res.Delivered < 1 || slices.Contains(res.Offline, "a1") || slices.Contains(res.Unrouted, "a1") {
+			t.Fatalf("push %d after the kill did not reach A's own device: %+v", round, res)
+		}
+		a1.clWantPush(0, m)
+		if res.Delivered != 2 {
+			return fmt.Errorf("push to b1 through A %v after the kill of %s: %+v", time.Since(killed).Round(time.Millisecond), old.Addr, res)
+		}
+		b1.clWantPush(0, m)
+		return nil
+	})
+	t.Logf("cross-node pushes work again %v after SIGKILL of the master (%d rounds)", time.Since(killed).Round(10*time.Millisecond), round)
+
+	// New logins, on either node, are reachable from the other.
+	n1, _ := loggedIn(t, b, "n1")
+	n2, _ := loggedIn(t, a, "n2")
+	checkFor(t, time.Until(deadline), 100*time.Millisecond, func() error {
+		if res := a.clPush([]string{"n1"}, "new"); res.Delivered != 1 {
+			return fmt.Errorf("push to n1 (logged in on B after the failover) through A: %+v", res)
+		}
+		return nil
+	})
+	n1.clWantPush(0, "new")
+	if res := b.clPush([]string{"n2"}, "new"); res.Delivered != 1 {
+		t.Fatalf("push to n2 (logged in on A after the failover) through B: %+v", res)
+	}
+	n2.clWantPush(0, "new")
+	t.Logf("new logins reachable across nodes %v after SIGKILL of the master", time.Since(killed).Round(10*time.Millisecond))
+
+	for _, s := range []*server{a, b} {
+		select {
+		case err := <-s.Exited():
+			t.Fatalf("node %s exited during the failover: %v\n%s", s.Node, err, s.Logs())
+		default:
+		}
+	}
+	// The devices of before are still connected, and reachable from both
+	// nodes.
+	for _, s := range []*server{a, b} {
+		if res := s.clPush([]string{"a1", "b1"}, "after-"+s.Node); res.Delivered != 2 {
+			t.Fatalf("push to the devices of before through %s: %+v", s.Node, res)
+		}
+		a1.clWantPush(0, "after-"+s.Node)
+		b1.clWantPush(0, "after-"+s.Node)
+	}
+	for _, c := range []*client{a1, b1, n1, n2} {
+		c.clQuiet()
 	}
 }

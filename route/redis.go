@@ -235,7 +235,7 @@ func (r *Redis) LookupMany(ctx context.Context, devices []string) (locs []Locati
 		for _, d := range chunk {
 			keys = append(keys, r.deviceKey(d))
 		}
-		vals, err := r.rdb.MGet(ctx, keys...).Result()
+		vals, err := r.getMany(ctx, keys)
 		if err != nil {
 			return nil, nil, unavailable(err)
 		}
@@ -250,6 +250,32 @@ func (r *Redis) LookupMany(ctx context.Context, devices []string) (locs []Locati
 		}
 	}
 	return locs, online, nil
+}
+
+// getMany reads keys in one round trip: one MGET, or on Redis Cluster,
+// where an MGET cannot span slots, a pipeline of GETs (go-redis sends each
+// shard its own). A missing key reads as nil.
+func (r *Redis) getMany(ctx context.Context, keys []string) ([]any, error) {
+	if !r.sharded {
+		return r.rdb.MGet(ctx, keys...).Result()
+	}
+	cmds := make([]*redis.StringCmd, len(keys))
+	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, k := range keys {
+			cmds[i] = p.Get(ctx, k)
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, err
+	}
+	vals := make([]any, len(keys))
+	for i, c := range cmds {
+		if v, err := c.Result(); err == nil {
+			vals[i] = v
+		}
+	}
+	return vals, nil
 }
 
 // Binding is one device's location, for Refresh.
