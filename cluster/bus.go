@@ -18,9 +18,12 @@ import (
 // the downstream task group is fine); Kick runs on a goroutine of its own
 // and may wait.
 type Handler interface {
-	// Deliver pushes frame to those of devices connected here and returns
-	// the others.
-	Deliver(devices []string, frame []byte) (missing []string)
+	// Deliver pushes frame to those of devices connected here, in the
+	// order the messages arrived, and calls answer once with the others:
+	// at once, or later from another goroutine when the delivery has more
+	// to wait for (a durable push's journal write), so that waiting holds
+	// up no other message.
+	Deliver(devices []string, frame []byte, answer func(missing []string))
 	// DeliverGroup pushes frame to the members of group connected here
 	// and returns how many.
 	DeliverGroup(group string, frame []byte) int
@@ -270,7 +273,10 @@ func (b *Bus) handle(payload []byte) {
 	var r Reply
 	switch e.kind {
 	case KindPush:
-		r.Missing = b.handler.Deliver(e.msg.Devices, e.msg.Frame)
+		b.handler.Deliver(e.msg.Devices, e.msg.Frame, func(missing []string) {
+			b.reply(e, Reply{Missing: missing})
+		})
+		return
 	case KindGroup:
 		r.Count = b.handler.DeliverGroup(e.msg.Group, e.msg.Frame)
 	case KindAll:

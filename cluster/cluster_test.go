@@ -208,7 +208,8 @@ func (h *handler) log() []string {
 	return slices.Clone(h.got)
 }
 
-func (h *handler) Deliver(devices []string, frame []byte) (missing []string) {
+func (h *handler) Deliver(devices []string, frame []byte, answer func([]string)) {
+	var missing []string
 	for _, d := range devices {
 		if h.local[d] {
 			h.note("push " + d + " " + string(frame))
@@ -216,7 +217,7 @@ func (h *handler) Deliver(devices []string, frame []byte) (missing []string) {
 			missing = append(missing, d)
 		}
 	}
-	return missing
+	answer(missing)
 }
 
 func (h *handler) DeliverGroup(group string, frame []byte) int {

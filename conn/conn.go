@@ -242,7 +242,11 @@ func (c *Conn) StampPush(frame []byte, p *downstream.Push) {
 			e = c.rec.Load()
 		}
 	}
-	codec.SetSeq(frame, e.Record(p.Frame, c.hub.opts.RecoverSize))
+	seq := e.Record(p.Frame, c.hub.opts.RecoverSize)
+	codec.SetSeq(frame, seq)
+	if p.Durable != nil {
+		c.hub.rec.Journal(c.device, seq, p.Frame, p.Durable.Done)
+	}
 }
 
 // WatchWritable implements downstream.Conn, through the transport.
@@ -254,6 +258,9 @@ func (c *Conn) WatchWritable(ep int, key uint64) error { return c.t().watchWrita
 func (c *Conn) Undelivered(p *downstream.Push) {
 	if c.device != "" {
 		c.hub.rec.Lost(c.device, p.Frame, time.Now())
+	}
+	if p.Durable != nil {
+		p.Durable.Done()
 	}
 }
 

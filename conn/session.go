@@ -135,6 +135,9 @@ func (c *Conn) handle(f *codec.Frame, over bool) {
 		c.hub.acks.Add(1)
 		if e := c.rec.Load(); e != nil {
 			e.Ack(f.Seq)
+			if c.hub.rec.Durable() {
+				c.hub.rec.JournalAck(c.device, f.Seq)
+			}
 		}
 	case codec.OpLogin:
 		c.kick(codec.StatusBadFrame, "already logged in")
@@ -223,7 +226,7 @@ func (l *loginJob) enter() {
 	} else if had && prevLoc.Node != h.opts.Node {
 		h.opts.Cluster.Takeover(ctx, c.device, prevLoc)
 	}
-	rec := h.rec.Attach(c.device, now)
+	rec := h.rec.AttachFrom(c.device, now, l.resume)
 	if rec != nil {
 		c.rec.Store(rec)
 	}

@@ -231,6 +231,7 @@ func (cl *clusterNode) AddStats(s *metrics.Snapshot) {
 	s.Queues = append(s.Queues,
 		metrics.QueueStats{Name: "cluster_replies", Dropped: bs.Dropped.Load()},
 		metrics.QueueStats{Name: "recovery_shared_appends", Dropped: cl.g.rec.Dropped()},
+		metrics.QueueStats{Name: "recovery_journal", Dropped: cl.g.rec.JournalDropped()},
 	)
 }
 
@@ -354,13 +355,17 @@ func (cl *clusterNode) Kick(ctx context.Context, device string, id uint64, statu
 
 // Deliver implements cluster.Handler. A device that is not connected here
 // (it left since the sender looked it up) has the push recorded for
-// resume here, before the answer, so the sender can report it offline.
-func (cl *clusterNode) Deliver(devices []string, frame []byte) (missing []string) {
+// resume here, before the answer, so the sender can report it offline. A
+// durable push is answered once it is journaled, on a goroutine of its
+// own: the bus goes on with the next message meanwhile.
+func (cl *clusterNode) Deliver(devices []string, frame []byte, answer func(missing []string)) {
 	g := cl.g
 	p := &downstream.Push{Frame: frame}
+	g.makeDurable(p)
+	var missing []string
 	for _, d := range devices {
 		if c := g.hub.Lookup(d); c != nil {
-			g.down.Push(c, p)
+			g.deliver(c, p)
 			continue
 		}
 		missing = append(missing, d)
@@ -372,7 +377,14 @@ func (cl *clusterNode) Deliver(devices []string, frame []byte) (missing []string
 			cl.log.Warn("cluster: keeping pushes for resume failed", "devices", len(missing), "err", err)
 		}
 	}
-	return missing
+	if p.Durable == nil {
+		answer(missing)
+		return
+	}
+	go func() {
+		g.awaitJournal(context.Background(), p)
+		answer(missing)
+	}()
 }
 
 // DeliverGroup implements cluster.Handler.
@@ -450,6 +462,17 @@ func (cl *clusterNode) PushElsewhere(ctx context.Context, devices []string, fram
 			res.Delivered += len(a.devices)
 			cl.noReply.Add(uint64(len(a.devices)))
 			cl.log.Warn("cluster: a node received a push but did not answer in time; counted as delivered", "node", a.node, "devices", len(a.devices))
+		case errors.Is(a.err, cluster.ErrNoReceiver) && cl.g.rec.Durable() && ackRequired(frame):
+			// The node died holding the devices (it no longer listens, and
+			// its registration has not expired yet): a durable push waits
+			// for their next login in Redis.
+			if err := cl.g.rec.KeepLost(ctx, a.devices, frame); err != nil {
+				cl.log.Warn("cluster: keeping durable pushes for a dead node's devices failed; they are unrouted", "node", a.node, "devices", len(a.devices), "err", err)
+				res.Unrouted = append(res.Unrouted, a.devices...)
+				cl.unrouted.Add(uint64(len(a.devices)))
+				continue
+			}
+			res.Offline = append(res.Offline, a.devices...)
 		default:
 			cl.log.Warn("cluster: cannot reach a node; its devices are unrouted", "node", a.node, "devices", len(a.devices), "err", a.err)
 			res.Unrouted = append(res.Unrouted, a.devices...)

@@ -103,7 +103,7 @@ func New(cfg config.Config, log *slog.Logger) (*Gateway, error) {
 	if cfg.Redis != "" {
 		cl := newClusterNode(g, cfg, log)
 		g.route = cl.route
-		g.rec.Share(cl.shared, recovery.ShareOptions{Logger: log})
+		g.rec.Share(cl.shared, recovery.ShareOptions{Logger: log, Durable: true})
 		g.peers = cl
 		undo = append(undo, cl.close)
 	}

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/longlink/longlink/api"
@@ -38,6 +39,7 @@ func (g *Gateway) Push(ctx context.Context, devices []string, msg api.Message) (
 		return api.PushResult{}, err
 	}
 	g.pushRequests.Add(1)
+	g.makeDurable(p)
 	res := api.PushResult{}
 	now := time.Now()
 	order := make(map[string]int, len(devices)) // each device's place in the request
@@ -48,7 +50,7 @@ func (g *Gateway) Push(ctx context.Context, devices []string, msg api.Message) (
 		}
 		order[d] = len(order)
 		if c := g.hub.Lookup(d); c != nil {
-			g.down.Push(c, p)
+			g.deliver(c, p)
 			if c.State() < conn.StateClosing {
 				res.Delivered++
 			} else {
@@ -71,7 +73,53 @@ func (g *Gateway) Push(ctx context.Context, devices []string, msg api.Message) (
 	}
 	res.Offline = append(inRequestOrder(closing, nowhere, order), res.Offline...)
 	g.offline.Add(uint64(len(res.Offline)))
+	g.awaitJournal(ctx, p)
 	return res, nil
+}
+
+// journalTimeout bounds how long a durable push's API call waits for its
+// journal writes: past it the call answers all the same (the push is
+// delivered, and kept on its node).
+const journalTimeout = 2 * time.Second
+
+// makeDurable marks p durable when it asks for an ack and the recovery
+// store journals (-redis): each delivery here is then written to Redis
+// before the call answers, so the push outlives the node.
+func (g *Gateway) makeDurable(p *downstream.Push) {
+	if g.rec.Durable() && ackRequired(p.Frame) {
+		p.Durable = new(sync.WaitGroup)
+	}
+}
+
+// ackRequired reports whether an encoded PUSH asks for PUSH_ACK.
+func ackRequired(frame []byte) bool {
+	return len(frame) > 4 && frame[4]&codec.FlagAckRequired != 0
+}
+
+// deliver hands p to c, counting the delivery of a durable push.
+func (g *Gateway) deliver(c *conn.Conn, p *downstream.Push) {
+	if p.Durable != nil {
+		p.Durable.Add(1)
+	}
+	g.down.Push(c, p)
+}
+
+// awaitJournal waits, at most journalTimeout or ctx, until every delivery
+// of a durable p is journaled.
+func (g *Gateway) awaitJournal(ctx context.Context, p *downstream.Push) {
+	if p.Durable == nil {
+		return
+	}
+	done := make(chan struct{})
+	go func() { p.Durable.Wait(); close(done) }()
+	t := time.NewTimer(journalTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		g.log.Warn("gateway: durable pushes not journaled in time; they are kept on their node only", "timeout", journalTimeout)
+	case <-ctx.Done():
+	}
 }
 
 // inRequestOrder merges a and b, each in request order, into one list in

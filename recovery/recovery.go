@@ -17,8 +17,9 @@
 //
 // With a Shared store (Share; Redis in production, see NewRedis) the hot
 // path stays the same: a connected device's seq and ring live in memory on
-// its node, and delivering a push costs no I/O. Only three moments touch
-// the shared store:
+// its node, and delivering a push costs no I/O, except a durable push's
+// batched journal write (ShareOptions.Durable, journal.go). Otherwise only
+// three moments touch the shared store:
 //
 //   - the device's last connection here detaches: Detach saves the state
 //     to the shared store (it expires there after the TTL) and forgets it
@@ -63,6 +64,12 @@ type Store struct {
 	stop    chan struct{}
 	done    chan struct{}
 	dropped atomic.Uint64
+
+	// With ShareOptions.Durable: the journal of durable pushes (journal.go).
+	durable  Durable
+	journal  chan journalOp
+	jdone    chan struct{}
+	jdropped atomic.Uint64
 }
 
 // Shared is where a device's recovery state waits while the device is
@@ -86,6 +93,10 @@ type Shared interface {
 type State struct {
 	Seq   uint32
 	Items []Item
+	// Lost says the state was journaled by a node that died: pushes that
+	// were not durable may have been given seqs up to and beyond Seq and
+	// are gone, so no resume up to Seq can be proven complete.
+	Lost bool
 }
 
 // Item is one kept push: its seq and its frame (the frame's own seq field
@@ -99,6 +110,9 @@ type Item struct {
 type Push struct {
 	Device string
 	Frame  []byte
+	// Lost says the device's node died holding it: the push is kept even
+	// if the device has no state yet (a durable push, see Durable).
+	Lost bool
 }
 
 // ShareOptions tune Share. Zero values take the defaults in the comments.
@@ -106,6 +120,9 @@ type ShareOptions struct {
 	Timeout time.Duration // per call to the shared store; zero means 2s
 	Queue   int           // background appends waiting at most; zero means 65536
 	Logger  *slog.Logger  // nil: slog.Default()
+	// Durable journals the durable pushes of connected devices in the
+	// shared store, which must implement Durable (journal.go).
+	Durable bool
 }
 
 type shard struct {
@@ -122,6 +139,7 @@ type Entry struct {
 	ring      []item // circular, len == capacity once allocated
 	start, n  int    // oldest slot and how many are used
 	attached  int32  // connections of the device using this entry
+	sureFrom  uint32 // after a node died holding the device: only resumes from this seq on are provably complete (0: any)
 	offlineAt int64  // unix nanos when attached dropped to 0
 	saving    bool   // with Share: Detach is saving the entry to the shared store
 }
@@ -180,6 +198,12 @@ func (s *Store) Share(sh Shared, opts ShareOptions) {
 	s.appends = make(chan Push, opts.Queue)
 	s.stop, s.done = make(chan struct{}), make(chan struct{})
 	go s.appendLoop()
+	if d, ok := sh.(Durable); ok && opts.Durable {
+		s.durable = d
+		s.journal = make(chan journalOp, opts.Queue)
+		s.jdone = make(chan struct{})
+		go s.journalLoop()
+	}
 }
 
 // Close stops the background appends of a shared store, after those
@@ -194,6 +218,9 @@ func (s *Store) Close() {
 		close(s.stop)
 	}
 	<-s.done
+	if s.journal != nil {
+		<-s.jdone
+	}
 }
 
 // Dropped counts the background appends dropped because their queue was
@@ -206,9 +233,14 @@ func (s *Store) Dropped() uint64 { return s.dropped.Load() }
 //
 // With Share, the device's state in the shared store is taken over unless
 // a connection here holds it already; this is a network round trip.
-func (s *Store) Attach(device string, now time.Time) *Entry {
+func (s *Store) Attach(device string, now time.Time) *Entry { return s.AttachFrom(device, now, 0) }
+
+// AttachFrom is Attach for a client that resumes from resume: with a
+// durable store, pushes kept while the device's node was dead are numbered
+// after it (Durable).
+func (s *Store) AttachFrom(device string, now time.Time, resume uint32) *Entry {
 	if s.shared != nil {
-		return s.attachShared(device, now)
+		return s.attachShared(device, now, resume)
 	}
 	sh := s.shard(device)
 	sh.mu.Lock()
@@ -245,7 +277,7 @@ func (s *Store) Acquire(device string) *Entry {
 }
 
 // attachShared is Attach with a shared store.
-func (s *Store) attachShared(device string, now time.Time) *Entry {
+func (s *Store) attachShared(device string, now time.Time, resume uint32) *Entry {
 	sh := s.shard(device)
 	// A connection here holds the state, or is saving it: share it.
 	sh.mu.Lock()
@@ -262,7 +294,14 @@ func (s *Store) attachShared(device string, now time.Time) *Entry {
 	sh.mu.Unlock()
 
 	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
-	st, ok, err := s.shared.Take(ctx, device)
+	var st State
+	var ok bool
+	var err error
+	if s.durable != nil {
+		st, ok, err = s.durable.TakeFrom(ctx, device, resume)
+	} else {
+		st, ok, err = s.shared.Take(ctx, device)
+	}
 	cancel()
 	if err != nil {
 		s.log.Warn("recovery: taking the shared state failed; resuming from this node's only", "device", device, "err", err)
@@ -300,7 +339,10 @@ func (s *Store) attachShared(device string, now time.Time) *Entry {
 // adopt replaces e's counter and ring with st. e.mu is held (or e is not
 // shared yet).
 func (e *Entry) adopt(st State, size int) {
-	e.seq, e.acked = st.Seq, 0
+	e.seq, e.acked, e.sureFrom = st.Seq, 0, 0
+	if st.Lost {
+		e.sureFrom = st.Seq + 1
+	}
 	e.ring, e.start, e.n = nil, 0, 0
 	if size <= 0 {
 		return
@@ -642,9 +684,9 @@ func (e *Entry) Since(resume uint32, fn func(seq uint32, frame []byte)) (complet
 		return false
 	}
 	if resume == e.seq {
-		return true
+		return resume >= e.sureFrom
 	}
-	complete = e.n > 0 && e.ring[e.start].seq <= resume+1
+	complete = e.n > 0 && e.ring[e.start].seq <= resume+1 && resume >= e.sureFrom
 	for k := 0; k < e.n; k++ {
 		it := e.ring[(e.start+k)%len(e.ring)]
 		if it.seq > resume {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Cross-node against same-node unicast on two Longlink nodes, over a
-# standalone Redis or a 3-master Redis Cluster, in one run set:
+# Cross-node against same-node unicast on two Longlink nodes, plain and
+# durable (ack:true, every push acknowledged), over a standalone Redis or
+# a 3-master Redis Cluster, in one run set:
 # cluster/clusterbench closed loop (128 calls in flight), each figure 3
 # times, every node and Redis fresh for each topology.
 #   TOPO=standalone|cluster (default both)  LL=binary (default: this tree)
@@ -27,12 +28,13 @@ bench() { # topology redis-flag masters
 	"$LL" -node B -redis "$flag" -listen 127.0.0.1:17200 -ws-listen "" -api-listen 127.0.0.1:17280 >"$OUT/$topo-B.log" 2>&1 & pids+=($!)
 	until curl -sf http://127.0.0.1:17180/readyz >/dev/null && curl -sf http://127.0.0.1:17280/readyz >/dev/null; do sleep 0.05; done
 	for i in 1 2 3; do
-		for where in cross same; do
-			local nodes=127.0.0.1:17200
-			[ $where = same ] && nodes=127.0.0.1:17100
-			timeout 300 "$OUT/cb" -nodes $nodes -api http://127.0.0.1:17180 -redis "$masters" -mode unicast \
-				-conns 2000 -pushes 30000 -concurrency 128 >"$OUT/$topo-$where-$i.txt" 2>&1
-			echo "$topo $where $i: $(grep -o '[0-9]* calls/s' "$OUT/$topo-$where-$i.txt")  $(grep -i 'per push' "$OUT/$topo-$where-$i.txt" | head -1)"
+		for run in cross same cross-ack same-ack; do
+			local nodes=127.0.0.1:17200 ack=()
+			[[ $run = same* ]] && nodes=127.0.0.1:17100
+			[[ $run = *-ack ]] && ack=(-ack)
+			timeout 300 "$OUT/cb" -nodes $nodes -api http://127.0.0.1:17180 -redis "$masters" -mode unicast "${ack[@]}" \
+				-conns 2000 -pushes 30000 -concurrency 128 >"$OUT/$topo-$run-$i.txt" 2>&1
+			echo "$topo $run $i: $(grep -o '[0-9]* calls/s' "$OUT/$topo-$run-$i.txt")  $(grep -i 'per push' "$OUT/$topo-$run-$i.txt" | head -1)"
 		done
 	done
 	cleanup

@@ -50,6 +50,7 @@ type config struct {
 	pushes      int
 	concurrency int
 	size        int
+	ack         bool
 	prefix      string
 }
 
@@ -66,6 +67,7 @@ func main() {
 	flag.IntVar(&c.pushes, "pushes", 100, "pushes (API calls)")
 	flag.IntVar(&c.concurrency, "concurrency", 16, "API calls in flight")
 	flag.IntVar(&c.size, "size", 64, "push data bytes")
+	flag.BoolVar(&c.ack, "ack", false, "push with ack:true (durable with -redis); each connection answers every push with PUSH_ACK")
 	flag.StringVar(&c.prefix, "device-prefix", "cb"+strconv.Itoa(os.Getpid())+"-", "device id prefix")
 	flag.Parse()
 	c.nodes = strings.Split(nodes, ",")
@@ -264,6 +266,12 @@ func (cn *conn) read(last *atomic.Int64) {
 		if h.Op != codec.OpPush {
 			continue
 		}
+		if h.Flags&codec.FlagAckRequired != 0 {
+			ack := codec.AppendFrame(hdr[:0:0], codec.Header{Op: codec.OpPushAck, Seq: h.Seq}, nil, nil)
+			if _, err := cn.nc.Write(ack); err != nil {
+				return
+			}
+		}
 		data := body[h.MetaLen:]
 		idx, _, _ := bytes.Cut(data, []byte{' '})
 		i, err := strconv.Atoi(string(idx))
@@ -286,6 +294,9 @@ func push(hc *http.Client, c config, group string, cs []*conn, i int) (int, erro
 		data += strings.Repeat("x", pad)
 	}
 	body := map[string]any{"biz": 1, "data": data}
+	if c.ack {
+		body["ack"] = true
+	}
 	path := "/v1/broadcast"
 	switch c.mode {
 	case "group":

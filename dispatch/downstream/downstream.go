@@ -70,6 +70,11 @@ type Push struct {
 	// Frame is a whole PUSH frame whose seq is 0; each delivery copies it
 	// and stamps its own seq.
 	Frame []byte
+	// Durable, when set, counts the deliveries of a durable push: each
+	// Push of it to a connection is one Add by the caller, and one Done by
+	// the connection once the push is journaled (StampPush) or handed back
+	// (Undelivered). The group itself never touches it.
+	Durable *sync.WaitGroup
 }
 
 // Target is a connection a fan-out goes to, with its ID carried beside it:
