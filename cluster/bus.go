@@ -89,9 +89,10 @@ type Bus struct {
 	handler  Handler
 	resub    func()
 
-	sharded bool            // a Redis Cluster: sharded pub/sub
-	ps      []*redis.PubSub // one subscription, or one per channel when sharded
-	confirm atomic.Int32    // subscription confirmations seen
+	sharded bool         // a Redis Cluster: sharded pub/sub
+	subsMu  sync.Mutex   // guards subs against a rebuild
+	subs    []*sub       // one subscription, or one per channel when sharded
+	confirm atomic.Int32 // subscription confirmations seen
 	nextID  atomic.Uint64
 	mu      sync.Mutex
 	pending map[uint64]*call // guarded by mu
@@ -174,27 +175,16 @@ func (b *Bus) Start(ctx context.Context) error {
 	if b.sharded {
 		// The two channels lie in different slots, which one SSUBSCRIBE
 		// cannot name: one subscription each, on its shard.
-		for _, channel := range []string{b.nodeChannel(b.node), b.allChannel()} {
-			ps := b.rdb.SSubscribe(ctx)
-			err = errors.Join(err, ps.SSubscribe(ctx, channel))
-			b.ps = append(b.ps, ps)
-		}
+		b.subs = []*sub{{channels: []string{b.nodeChannel(b.node)}}, {channels: []string{b.allChannel()}}}
 	} else {
-		ps := b.rdb.Subscribe(ctx)
-		err = ps.Subscribe(ctx, b.nodeChannel(b.node), b.allChannel())
-		b.ps = append(b.ps, ps)
+		b.subs = []*sub{{channels: []string{b.nodeChannel(b.node), b.allChannel()}}}
 	}
-	for _, ps := range b.ps {
-		ch := ps.ChannelWithSubscriptions(
-			redis.WithChannelSize(4096),
-			redis.WithChannelHealthCheckInterval(time.Second),
-			redis.WithChannelSendTimeout(10*time.Second),
-		)
-		b.wg.Add(1)
-		go b.receive(ch)
+	for i := range b.subs {
+		err = errors.Join(err, b.subscribe(ctx, i))
 	}
-	b.wg.Add(1)
+	b.wg.Add(2)
 	go b.sendReplies()
+	go b.probeLoop()
 	if err != nil {
 		return err
 	}
@@ -217,15 +207,121 @@ func (b *Bus) Close() error {
 	}
 	close(b.closed)
 	var err error
-	for _, ps := range b.ps {
-		err = errors.Join(err, ps.Close())
+	b.subsMu.Lock()
+	for _, s := range b.subs {
+		if s.ps != nil {
+			err = errors.Join(err, s.ps.Close())
+		}
 	}
+	b.subsMu.Unlock()
 	b.wg.Wait()
 	return err
 }
 
-// receive handles every message of a subscription, in order.
-func (b *Bus) receive(ch <-chan any) {
+// sub is one subscription and its probe: every probeEvery the bus
+// publishes a probe on the subscription's first channel and expects to
+// hear it back on the subscription. go-redis makes a lost subscription
+// again by itself, but a resubscription refused (a Redis Cluster still
+// coming up answers CLUSTERDOWN, or the slot's owner moved) leaves a
+// connection that pings fine and hears nothing; a probe not heard within
+// probeTimeout makes the subscription anew.
+type sub struct {
+	channels []string
+	ps       *redis.PubSub // guarded by Bus.subsMu
+	probed   atomic.Int64  // unix nanos of the probe not yet heard, 0 when none
+}
+
+const (
+	probeEvery   = time.Second
+	probeTimeout = 3 * time.Second
+	probeByte    = 0xFF // the first byte of a probe: no message Kind
+)
+
+// subscribe makes subscription i (again) and starts its receiver.
+func (b *Bus) subscribe(ctx context.Context, i int) error {
+	s := b.subs[i]
+	var ps *redis.PubSub
+	var err error
+	if b.sharded {
+		ps = b.rdb.SSubscribe(ctx)
+		err = ps.SSubscribe(ctx, s.channels...)
+	} else {
+		ps = b.rdb.Subscribe(ctx)
+		err = ps.Subscribe(ctx, s.channels...)
+	}
+	ch := ps.ChannelWithSubscriptions(
+		redis.WithChannelSize(4096),
+		redis.WithChannelHealthCheckInterval(time.Second),
+		redis.WithChannelSendTimeout(10*time.Second),
+	)
+	b.subsMu.Lock()
+	select {
+	case <-b.closed: // Close ran meanwhile: this one is not wanted
+		b.subsMu.Unlock()
+		_ = ps.Close()
+		return err
+	default:
+	}
+	old := s.ps
+	s.ps = ps
+	s.probed.Store(0)
+	b.wg.Add(1)
+	go b.receive(ch, i)
+	b.subsMu.Unlock()
+	if old != nil {
+		_ = old.Close()
+	}
+	return err
+}
+
+// probeLoop probes every subscription and makes anew one whose probe was
+// not heard in time.
+func (b *Bus) probeLoop() {
+	defer b.wg.Done()
+	t := time.NewTicker(probeEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.closed:
+			return
+		case <-t.C:
+		}
+		now := time.Now().UnixNano()
+		for i, s := range b.subs {
+			if p := s.probed.Load(); p != 0 && now-p > int64(probeTimeout) {
+				b.log.Warn("cluster: a subscription hears nothing; making it again", "channels", s.channels)
+				ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
+				_ = b.subscribe(ctx, i)
+				cancel()
+				continue
+			}
+			if s.probed.Load() != 0 {
+				continue // the last probe may still come back
+			}
+			// Outstanding before it is sent: it may come back before
+			// the publish returns. A probe Redis did not take is none.
+			probe := append([]byte{probeByte, byte(i)}, b.instance...)
+			s.probed.Store(now)
+			ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
+			if b.publish(ctx, b.rdb, s.channels[0], probe).Err() != nil {
+				s.probed.CompareAndSwap(now, 0)
+			}
+			cancel()
+		}
+	}
+}
+
+// probeHeard handles a probe that came on subscription i: ours clears
+// it, another node's (on the all-nodes channel) is nothing to this one.
+func (b *Bus) probeHeard(payload []byte, i int) {
+	if len(payload) < 2 || int(payload[1]) != i || string(payload[2:]) != b.instance {
+		return
+	}
+	b.subs[i].probed.Store(0)
+}
+
+// receive handles every message of subscription i, in order.
+func (b *Bus) receive(ch <-chan any, i int) {
 	defer b.wg.Done()
 	for m := range ch {
 		switch m := m.(type) {
@@ -243,6 +339,10 @@ func (b *Bus) receive(ch <-chan any) {
 				go b.resub()
 			}
 		case *redis.Message:
+			if len(m.Payload) > 0 && m.Payload[0] == probeByte {
+				b.probeHeard([]byte(m.Payload), i)
+				continue
+			}
 			b.stats.Received.Add(1)
 			b.handle([]byte(m.Payload))
 		}
