@@ -12,18 +12,20 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Handler carries out what other nodes ask of this one. The bus calls
-// Deliver, DeliverGroup, DeliverAll and Members one at a time, in the
-// order the messages arrived, so they must not block (handing frames to
-// the downstream task group is fine); Kick runs on a goroutine of its own
-// and may wait.
+// Handler carries out what other nodes ask of this one. Each bus
+// subscription and each link calls Deliver, DeliverGroup, DeliverAll and
+// Members one at a time, in the order its messages arrived (several of
+// them may call at once), so they must not block (handing frames to the
+// downstream task group is fine); Kick runs on a goroutine of its own and
+// may wait.
 type Handler interface {
 	// Deliver pushes frame to those of devices connected here, in the
 	// order the messages arrived, and calls answer once with the others:
 	// at once, or later from another goroutine when the delivery has more
 	// to wait for (a durable push's journal write), so that waiting holds
-	// up no other message.
-	Deliver(devices []string, frame []byte, answer func(missing []string))
+	// up no other message. The others are kept here for resume unless
+	// cached (Msg.Cached): then the sender routes them anew.
+	Deliver(devices []string, frame []byte, cached bool, answer func(missing []string))
 	// DeliverGroup pushes frame to the members of group connected here
 	// and returns how many.
 	DeliverGroup(group string, frame []byte) int
@@ -370,32 +372,39 @@ func (b *Bus) handle(payload []byte) {
 		}
 		return
 	}
+	carryOut(b.handler, e, 2*b.timeout, func(r Reply) { b.reply(e, r) })
+}
+
+// carryOut does what request e asks of h and answers it through reply,
+// at once or (a push waiting for its journal, a kick) later from another
+// goroutine. A kick may wait for its connection to go for kickTimeout.
+func carryOut(h Handler, e envelope, kickTimeout time.Duration, reply func(Reply)) {
 	var r Reply
 	switch e.kind {
 	case KindPush:
-		b.handler.Deliver(e.msg.Devices, e.msg.Frame, func(missing []string) {
-			b.reply(e, Reply{Missing: missing})
+		h.Deliver(e.msg.Devices, e.msg.Frame, e.msg.Cached, func(missing []string) {
+			reply(Reply{Missing: missing})
 		})
 		return
 	case KindGroup:
-		r.Count = b.handler.DeliverGroup(e.msg.Group, e.msg.Frame)
+		r.Count = h.DeliverGroup(e.msg.Group, e.msg.Frame)
 	case KindAll:
-		r.Count = b.handler.DeliverAll(e.msg.Frame)
+		r.Count = h.DeliverAll(e.msg.Frame)
 	case KindMembers:
-		b.handler.Members(e.msg.Group, e.msg.Devices, e.msg.Join)
+		h.Members(e.msg.Group, e.msg.Devices, e.msg.Join)
 	case KindKick:
 		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*b.timeout)
+			ctx, cancel := context.WithTimeout(context.Background(), kickTimeout)
 			defer cancel()
 			var r Reply
-			if b.handler.Kick(ctx, e.msg.Device, e.msg.Conn, e.msg.Status, e.msg.Reason, e.msg.Settle) {
+			if h.Kick(ctx, e.msg.Device, e.msg.Conn, e.msg.Status, e.msg.Reason, e.msg.Settle) {
 				r.Count = 1
 			}
-			b.reply(e, r)
+			reply(r)
 		}()
 		return
 	}
-	b.reply(e, r)
+	reply(r)
 }
 
 // reply queues the answer to request e, if it wants one.

@@ -208,10 +208,14 @@ func (h *handler) log() []string {
 	return slices.Clone(h.got)
 }
 
-func (h *handler) Deliver(devices []string, frame []byte, answer func([]string)) {
+func (h *handler) Deliver(devices []string, frame []byte, cached bool, answer func([]string)) {
 	var missing []string
 	for _, d := range devices {
 		if h.local[d] {
+			if cached {
+				h.note("cached push " + d + " " + string(frame))
+				continue
+			}
 			h.note("push " + d + " " + string(frame))
 		} else {
 			missing = append(missing, d)

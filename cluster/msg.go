@@ -47,6 +47,11 @@ type Msg struct {
 	Reason  string   // KindKick
 	Join    bool     // KindMembers: joined (true) or left
 	Settle  bool     // KindKick: answer only once the connection is gone and its recovery state saved
+	// Cached (KindPush): the sender took the devices' node from its cache
+	// of routes, not from the route: a device not connected at the
+	// receiver is answered missing and not kept there, and the sender
+	// looks it up and routes it anew.
+	Cached bool
 }
 
 // Reply is a node's answer to a request.
@@ -54,6 +59,8 @@ type Reply struct {
 	Node    string   // who answered
 	Count   int      // deliveries (KindGroup, KindAll), or 1 if kicked (KindKick)
 	Missing []string // KindPush: the devices not connected there
+
+	unsent bool // Links: the request was never written
 }
 
 // envelope is a Msg or a Reply with its routing: the request id (0: no
@@ -71,8 +78,10 @@ type envelope struct {
 // Encoding: kind (1 byte), then uvarints and strings (uvarint length,
 // bytes), in the order encode writes them.
 
-func (e *envelope) encode() []byte {
-	b := make([]byte, 0, 64+len(e.msg.Frame))
+func (e *envelope) encode() []byte { return e.appendTo(make([]byte, 0, 64+len(e.msg.Frame))) }
+
+// appendTo appends the encoded envelope to b.
+func (e *envelope) appendTo(b []byte) []byte {
 	b = append(b, byte(e.kind))
 	b = binary.AppendUvarint(b, e.id)
 	b = appendString(b, e.node)
@@ -81,6 +90,7 @@ func (e *envelope) encode() []byte {
 	case KindPush:
 		b = appendStrings(b, e.msg.Devices)
 		b = appendBytes(b, e.msg.Frame)
+		b = appendBool(b, e.msg.Cached)
 	case KindGroup:
 		b = appendString(b, e.msg.Group)
 		b = appendBytes(b, e.msg.Frame)
@@ -120,6 +130,7 @@ func decode(b []byte) (envelope, error) {
 	case KindPush:
 		e.msg.Devices = d.strings()
 		e.msg.Frame = d.bytes()
+		e.msg.Cached = d.bool()
 	case KindGroup:
 		e.msg.Group = d.string()
 		e.msg.Frame = d.bytes()

@@ -33,10 +33,11 @@ type Endpoint struct {
 // NodeInfo is what a node registers about itself.
 type NodeInfo struct {
 	Node      string     `json:"node"`
-	Instance  string     `json:"instance"`  // this run of the node
-	Endpoints []Endpoint `json:"endpoints"` // as clients should dial them
-	Conns     int64      `json:"conns"`     // open connections
-	MaxConns  int        `json:"max_conns"` // -max-conns
+	Instance  string     `json:"instance"`       // this run of the node
+	Endpoints []Endpoint `json:"endpoints"`      // as clients should dial them
+	Link      string     `json:"link,omitempty"` // where other nodes dial its links (Links); "": through the bus only
+	Conns     int64      `json:"conns"`          // open connections
+	MaxConns  int        `json:"max_conns"`      // -max-conns
 	Draining  bool       `json:"draining,omitempty"`
 	Started   int64      `json:"started"` // unix milliseconds
 
@@ -322,6 +323,12 @@ func (r *Registry) Live(node, instance string) bool {
 func (r *Registry) known(node, instance string) bool {
 	n, ok := (*r.live.Load())[node]
 	return ok && n.Instance == instance
+}
+
+// Info returns node's registration from the cache, if it is alive.
+func (r *Registry) Info(node string) (NodeInfo, bool) {
+	n, ok := (*r.live.Load())[node]
+	return n, ok
 }
 
 // Nodes returns the live nodes from the cache that beat, least loaded

@@ -53,6 +53,7 @@ const (
 	DefaultReadBuffer   = 1024 // bytes
 	DefaultRedisPrefix  = "longlink:"
 	DefaultNodeTTL      = 15 * time.Second
+	DefaultLinkListen   = "127.0.0.1:0" // nodes on one host; a port of its own per node
 )
 
 // Defaults of the HTTP API port's own limits, applied by Default. The
@@ -158,6 +159,7 @@ type Config struct {
 	RedisPrefix  string        // -redis-prefix: starts every Redis key and channel, 1..MaxRedisPrefix bytes; deployments sharing a Redis need different ones
 	RedisPass    string        // -redis-password: Redis AUTH password; "" means none
 	NodeTTL      time.Duration // -node-ttl: a node's registration lifetime: a dead node's devices are offline within it; MinNodeTTL..MaxNodeTTL
+	LinkListen   string        // -link-listen: with -redis, where other nodes dial this node's links (host:port they can reach); "" sends their unicast pushes and kicks through Redis
 	LogLevel     string        // -log-level: debug, info, warn or error
 	Profile      string        // -profile: cpu, mem, block, mutex, trace or goroutine; "" disables profiling
 	ProfilePath  string        // -profile-path: directory the profile is written to
@@ -198,6 +200,7 @@ func Default() Config {
 		ReadBuffer:   DefaultReadBuffer,
 		RedisPrefix:  DefaultRedisPrefix,
 		NodeTTL:      DefaultNodeTTL,
+		LinkListen:   DefaultLinkListen,
 
 		APIReadTimeout:  DefaultAPIReadTimeout,
 		APIWriteTimeout: DefaultAPIWriteTimeout,
@@ -355,6 +358,7 @@ func newFlagSet(c *Config) (*flag.FlagSet, *bizList) {
 	fs.StringVar(&c.RedisMaster, "redis-master", c.RedisMaster, "Sentinel master `name`: the -redis addresses are Sentinels watching it, and the node follows its failovers")
 	fs.StringVar(&c.RedisPrefix, "redis-prefix", c.RedisPrefix, "`prefix` of every Redis key and channel; deployments sharing one Redis need different ones")
 	fs.StringVar(&c.RedisPass, "redis-password", c.RedisPass, "Redis AUTH `password`; empty means none")
+	fs.StringVar(&c.LinkListen, "link-listen", c.LinkListen, "with -redis: `host:port` where other nodes dial this node's links (direct connections carrying unicast pushes and kicks, authenticated with -api-key); an address they can reach, port 0 for any; empty sends them through Redis")
 	fs.DurationVar(&c.NodeTTL, "node-ttl", c.NodeTTL, "with -redis: a node's registration lifetime, renewed every third of it; a dead node's devices are offline within it (1s..30s)")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log `level`: debug, info, warn or error")
 	fs.StringVar(&c.Profile, "profile", c.Profile, "`profile` to record: cpu, mem, block, mutex, trace or goroutine; empty disables profiling")
@@ -400,6 +404,9 @@ func (c *Config) Validate() error {
 
 	listeners := []struct{ flag, addr string }{
 		{"listen", c.Listen}, {"ws-listen", c.WSListen}, {"tls-listen", c.TLSListen}, {"api-listen", c.APIListen},
+	}
+	if c.Redis != "" {
+		listeners = append(listeners, struct{ flag, addr string }{"link-listen", c.LinkListen})
 	}
 	weak := c.weakSecrets()
 	for _, l := range listeners {
@@ -527,6 +534,14 @@ func (c *Config) Validate() error {
 	}
 	if c.RedisPrefix == "" || len(c.RedisPrefix) > MaxRedisPrefix || hasSpaceOrControl(c.RedisPrefix) || strings.ContainsAny(c.RedisPrefix, "{}") {
 		bad("-redis-prefix %q: want 1..%d bytes without spaces, control characters or braces (keys carry {hash tags})", c.RedisPrefix, MaxRedisPrefix)
+	}
+	if c.Redis != "" && c.LinkListen != "" {
+		// Announced as bound: other nodes need a host they can dial.
+		if host, err := splitAddr(c.LinkListen); err == nil {
+			if ip, perr := netip.ParseAddr(host); host == "" || (perr == nil && ip.IsUnspecified()) {
+				bad("-link-listen %q: want the address other nodes dial (an IP or name of this host), not an unspecified one", c.LinkListen)
+			}
+		}
 	}
 	if c.NodeTTL < MinNodeTTL || c.NodeTTL > MaxNodeTTL {
 		bad("-node-ttl %v: want %v..%v", c.NodeTTL, MinNodeTTL, MaxNodeTTL)

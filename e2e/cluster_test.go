@@ -583,3 +583,89 @@ func TestClusterSentinelFailover(t *testing.T) {
 		c.clQuiet()
 	}
 }
+
+func TestClusterRouteCache(t *testing.T) {
+	forTopologies(t, func(t *testing.T, top redistest.Topology) { testClusterRouteCache(t, top, true) })
+}
+
+// TestClusterWithoutLinks is the same with -link-listen "" on every node:
+// pushes and kicks between nodes go through Redis, to the same effect.
+func TestClusterWithoutLinks(t *testing.T) {
+	testClusterRouteCache(t, redistest.StartTopology(t, "standalone"), false)
+}
+
+// testClusterRouteCache: pushes through C to a device that stays on A
+// skip the route lookup (route_cached); when the device moves to B, or
+// goes offline, C's stale guess is answered missing by the node it
+// names, which keeps nothing, and C looks the device up: every push
+// arrives once, with its seq, and the one sent while offline resumes.
+func testClusterRouteCache(t *testing.T, top redistest.Topology, links bool) {
+	var extra []string
+	if !links {
+		extra = []string{"-link-listen", ""}
+	}
+	a := startClusterNode(t, top, "A", extra...)
+	b := startClusterNode(t, top, "B", extra...)
+	cn := startClusterNode(t, top, "C", extra...)
+	stat := func(section, field string) int {
+		t.Helper()
+		return int(cn.stats()[section].(map[string]any)[field].(float64))
+	}
+	route := func(field string) int { t.Helper(); return stat("push", field) }
+	d, _ := loggedIn(t, a, "rc")
+	for i, m := range []string{"p1", "p2", "p3"} {
+		if res := cn.clPush([]string{"rc"}, m); res.Delivered != 1 {
+			t.Fatalf("push %s through C: %+v", m, res)
+		}
+		d.clWantPush(uint32(i+1), m)
+	}
+	if got := route("route_cached"); got != 2 {
+		t.Errorf("route_cached = %d after three pushes to a device that stayed, want 2 (the first looks it up)", got)
+	}
+
+	// The device moves to B: C's guess (A) fails once.
+	d2 := dial(t, b.TCP)
+	if ack := d2.login(token(t, "rc", time.Hour), "resume", "3"); ack.Status != codec.StatusOK {
+		t.Fatalf("login on B: %v", ack.Status)
+	}
+	if f := d.read(5 * time.Second); f.Op != codec.OpKick || f.Status != codec.StatusDuplicateLogin {
+		t.Fatalf("the connection on A got %v %v, want KICK DUPLICATE_LOGIN", f.Op, f.Status)
+	}
+	d.expectClosed(5 * time.Second)
+	if res := cn.clPush([]string{"rc"}, "p4"); res.Delivered != 1 || len(res.Offline)+len(res.Unrouted) != 0 {
+		t.Fatalf("push through C after the move: %+v", res)
+	}
+	d2.clWantPush(4, "p4")
+	if got := route("route_stale"); got != 1 {
+		t.Errorf("route_stale = %d after the move, want 1", got)
+	}
+	if res := cn.clPush([]string{"rc"}, "p5"); res.Delivered != 1 {
+		t.Fatalf("push through C: %+v", res)
+	}
+	d2.clWantPush(5, "p5")
+	d2.clQuiet()
+
+	// Offline: the guess (B) fails, the route says offline, the push is
+	// kept, and it resumes on A exactly once (A kept nothing of p4).
+	d2.nc.Close()
+	cn.clWaitOffline("rc", 5*time.Second)
+	if res := cn.clPush([]string{"rc"}, "p6"); res.Delivered != 0 || !slices.Equal(res.Offline, []string{"rc"}) {
+		t.Fatalf("push through C while offline: %+v", res)
+	}
+	d3 := dial(t, a.TCP)
+	if ack := d3.login(token(t, "rc", time.Hour), "resume", "5"); ack.Status != codec.StatusOK || metaString(ack, "resumed") != "1" {
+		t.Fatalf("resume on A: %v resumed=%q", ack.Status, metaString(ack, "resumed"))
+	}
+	d3.clWantPush(6, "p6")
+	d3.clQuiet()
+	if got := route("route_stale"); got != 2 {
+		t.Errorf("route_stale = %d after going offline, want 2", got)
+	}
+	// C sent 7 requests: p1..p6, p4 twice (the stale guess A, then B, the
+	// route's answer), p6 once (to B; the route then said offline); on
+	// links, or all through Redis without them.
+	sent, fell := stat("cluster", "link_requests"), stat("cluster", "link_fallbacks")
+	if links && (sent != 7 || fell != 0) || !links && (sent != 0 || fell != 0) {
+		t.Errorf("C's link requests %d, fallbacks %d; want %d and 0", sent, fell, map[bool]int{true: 7}[links])
+	}
+}

@@ -49,6 +49,9 @@ type clusterNode struct {
 	shared   *recovery.Redis
 	reg      *cluster.Registry
 	bus      *cluster.Bus
+	links    *cluster.Links // nil without -link-listen: requests to one node go through the bus
+	routes   routeCache     // where devices of other nodes were last found
+	linkAddr string         // -link-listen
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -59,6 +62,8 @@ type clusterNode struct {
 	rebinding atomic.Bool
 	unrouted  atomic.Uint64 // devices reported unrouted by the API
 	noReply   atomic.Uint64 // deliveries presumed done: the node got the push but did not answer in time
+	cached    atomic.Uint64 // deliveries to the node the route cache named
+	stale     atomic.Uint64 // route cache guesses that failed
 }
 
 // connKey names one connection of a device on this node.
@@ -122,10 +127,11 @@ func newClusterNode(g *Gateway, cfg config.Config, log *slog.Logger) *clusterNod
 		Live:     cl.reg.Live,
 	})
 	cl.shared = recovery.NewRedis(recovery.RedisConfig{
-		Client: cl.rdb,
-		Prefix: cfg.RedisPrefix,
-		Size:   cfg.RecoverSize,
-		TTL:    cfg.RecoverTTL,
+		Client:  cl.rdb,
+		Prefix:  cfg.RedisPrefix,
+		Size:    cfg.RecoverSize,
+		TTL:     cfg.RecoverTTL,
+		Binding: cl.route.BindingKey,
 	})
 	cl.bus = cluster.NewBus(cluster.BusConfig{
 		Client:   cl.rdb,
@@ -142,6 +148,19 @@ func newClusterNode(g *Gateway, cfg config.Config, log *slog.Logger) *clusterNod
 			_ = cl.reg.Register(ctx)
 		},
 	}, cl)
+	if cfg.LinkListen != "" {
+		cl.linkAddr = cfg.LinkListen
+		cl.links = cluster.NewLinks(cluster.LinkConfig{
+			Node:     cfg.Node,
+			Instance: cl.instance,
+			Key:      []byte(cfg.APIKey),
+			Addr: func(node string) (string, string, bool) {
+				n, ok := cl.reg.Info(node)
+				return n.Link, n.Instance, ok && n.Link != ""
+			},
+			Logger: log,
+		}, cl)
+	}
 	return cl
 }
 
@@ -159,16 +178,33 @@ func (cl *clusterNode) nodeInfo(local []api.Endpoint) cluster.NodeInfo {
 		Node:      g.cfg.Node,
 		Instance:  cl.instance,
 		Endpoints: eps,
+		Link:      cl.links.Addr(),
 		Conns:     g.hub.Counters().Connections,
 		MaxConns:  g.cfg.MaxConns,
 		Started:   g.started.UnixMilli(),
 	}
 }
 
-// Start implements peers: it subscribes and registers. Redis being down
-// is no reason not to start: the node serves its own clients and the
-// loops keep trying.
-func (cl *clusterNode) Start() {
+// bind binds the links' listener (-link-listen), so that a port in use
+// fails New.
+func (cl *clusterNode) bind() error {
+	if cl.links == nil {
+		return nil
+	}
+	if err := cl.links.Listen(cl.linkAddr); err != nil {
+		return fmt.Errorf("gateway: -link-listen %s: %w", cl.linkAddr, err)
+	}
+	return nil
+}
+
+// Start implements peers: it serves the links, subscribes and
+// registers. Redis being down is no reason not to start: the node serves
+// its own clients and the loops keep trying.
+func (cl *clusterNode) Start() error {
+	if cl.links != nil {
+		cl.links.Serve()
+		cl.log.Info("listening", "proto", "link", "addr", cl.links.Addr())
+	}
 	first, cancelFirst := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancelFirst()
 	if err := cl.bus.Start(first); err != nil {
@@ -177,6 +213,7 @@ func (cl *clusterNode) Start() {
 	if err := cl.reg.Register(first); err != nil {
 		cl.log.Warn("cluster: cannot register yet; retrying in the background", "redis", cl.g.cfg.Redis, "err", err)
 	}
+	return nil
 }
 
 // Announce implements peers: it registers the node again once its
@@ -218,6 +255,9 @@ func (cl *clusterNode) Stop(ctx context.Context) {
 // registered, so it does not deregister (another process may run under
 // its id).
 func (cl *clusterNode) close() {
+	if cl.links != nil {
+		_ = cl.links.Close()
+	}
 	_ = cl.bus.Close()
 	cl.g.rec.Close()
 	_ = cl.rdb.Close()
@@ -227,7 +267,15 @@ func (cl *clusterNode) close() {
 func (cl *clusterNode) AddStats(s *metrics.Snapshot) {
 	s.Push.Unrouted = cl.unrouted.Load()
 	s.Push.NoReply = cl.noReply.Load()
+	s.Push.RouteCached = cl.cached.Load()
+	s.Push.RouteStale = cl.stale.Load()
 	bs := cl.bus.Stats()
+	if cl.links != nil {
+		ls := cl.links.Stats()
+		s.Cluster.LinkRequests = ls.Sent.Load()
+		s.Cluster.LinkFallbacks = ls.Fallbacks.Load()
+		s.Queues = append(s.Queues, metrics.QueueStats{Name: "cluster_link_answers", Dropped: ls.Dropped.Load()})
+	}
 	s.Queues = append(s.Queues,
 		metrics.QueueStats{Name: "cluster_replies", Dropped: bs.Dropped.Load()},
 		metrics.QueueStats{Name: "recovery_shared_appends", Dropped: cl.g.rec.Dropped()},
@@ -290,7 +338,7 @@ func (cl *clusterNode) rebind(ctx context.Context) {
 func (cl *clusterNode) Takeover(ctx context.Context, device string, prev route.Location) {
 	ctx, cancel := context.WithTimeout(ctx, takeoverTimeout)
 	defer cancel()
-	_, err := cl.bus.Send(ctx, prev.Node, cluster.Msg{
+	_, err := cl.send(ctx, prev.Node, cluster.Msg{
 		Kind: cluster.KindKick, Device: device, Conn: prev.Conn,
 		Status: uint16(codec.StatusDuplicateLogin), Reason: "logged in on another node", Settle: true,
 	})
@@ -355,10 +403,12 @@ func (cl *clusterNode) Kick(ctx context.Context, device string, id uint64, statu
 
 // Deliver implements cluster.Handler. A device that is not connected here
 // (it left since the sender looked it up) has the push recorded for
-// resume here, before the answer, so the sender can report it offline. A
-// durable push is answered once it is journaled, on a goroutine of its
-// own: the bus goes on with the next message meanwhile.
-func (cl *clusterNode) Deliver(devices []string, frame []byte, answer func(missing []string)) {
+// resume here, before the answer, so the sender can report it offline;
+// unless the sender guessed its node from its cache (cached), and routes
+// it anew. A durable push is answered once it is journaled, on a
+// goroutine of its own: the bus or link goes on with the next message
+// meanwhile.
+func (cl *clusterNode) Deliver(devices []string, frame []byte, cached bool, answer func(missing []string)) {
 	g := cl.g
 	p := &downstream.Push{Frame: frame}
 	g.makeDurable(p)
@@ -370,7 +420,7 @@ func (cl *clusterNode) Deliver(devices []string, frame []byte, answer func(missi
 		}
 		missing = append(missing, d)
 	}
-	if len(missing) > 0 {
+	if len(missing) > 0 && !cached {
 		ctx, cancel := context.WithTimeout(context.Background(), keepTimeout)
 		defer cancel()
 		if err := g.rec.Keep(ctx, missing, frame, time.Now()); err != nil {
@@ -408,12 +458,88 @@ func (cl *clusterNode) Members(group string, devices []string, join bool) {
 	}
 }
 
+// send sends m to node on its link, or through the bus when there is no
+// link to it (none announced, or it cannot be made).
+func (cl *clusterNode) send(ctx context.Context, node string, m cluster.Msg) (cluster.Reply, error) {
+	if cl.links != nil {
+		r, err := cl.links.Send(ctx, node, m)
+		if !errors.Is(err, cluster.ErrNoLink) {
+			return r, err
+		}
+	}
+	return cl.bus.Send(ctx, node, m)
+}
+
 // PushElsewhere implements peers: it delivers frame to devices not
 // connected here, through the nodes they are connected to, and fills res:
 // Delivered, Offline (their push is kept for resume where they have
 // recovery state) and Unrouted. Every device is accounted for: it
 // returns none.
+//
+// A device whose node is in the route cache is sent there at once,
+// marked cached, without a route lookup; the devices that node does not
+// hold, and those it could not be sent, are looked up and routed as the
+// others are. So a push to a device that stays put costs no Redis
+// command.
 func (cl *clusterNode) PushElsewhere(ctx context.Context, devices []string, frame []byte, res *api.PushResult) []string {
+	var guessed map[string][]string
+	rest := devices
+	if cl.routes.any() {
+		rest = nil
+		for _, d := range devices {
+			if node, ok := cl.routes.get(d); ok {
+				if guessed == nil {
+					guessed = make(map[string][]string)
+				}
+				guessed[node] = append(guessed[node], d)
+				continue
+			}
+			rest = append(rest, d)
+		}
+		for _, a := range cl.sendAll(ctx, guessed, frame, true) {
+			switch {
+			case a.err == nil:
+				res.Delivered += len(a.devices) - len(a.reply.Missing)
+				cl.cached.Add(uint64(len(a.devices) - len(a.reply.Missing)))
+				cl.stale.Add(uint64(len(a.reply.Missing)))
+				for _, d := range a.reply.Missing {
+					cl.routes.forget(d)
+				}
+				rest = append(rest, a.reply.Missing...)
+			case errors.Is(a.err, cluster.ErrNoReply):
+				res.Delivered += len(a.devices)
+				cl.noReply.Add(uint64(len(a.devices)))
+				cl.log.Warn("cluster: a node received a push but did not answer in time; counted as delivered", "node", a.node, "devices", len(a.devices))
+			default:
+				cl.stale.Add(uint64(len(a.devices)))
+				for _, d := range a.devices {
+					cl.routes.forget(d)
+				}
+				rest = append(rest, a.devices...)
+			}
+		}
+		if len(rest) == 0 {
+			return nil
+		}
+	}
+	// A device the route placed on a dead node may have logged in again
+	// elsewhere by the time its durable push is kept (KeepLost says so):
+	// it is routed once more.
+	for range 2 {
+		if rest = cl.pushRouted(ctx, rest, frame, res); len(rest) == 0 {
+			return nil
+		}
+	}
+	cl.log.Warn("cluster: devices moved twice while a push looked for them; they are unrouted", "devices", len(rest))
+	res.Unrouted = append(res.Unrouted, rest...)
+	cl.unrouted.Add(uint64(len(rest)))
+	return nil
+}
+
+// pushRouted delivers frame to devices where the route places them and
+// accounts for them in res, except those it returns: back online since
+// the route was read, to be routed again.
+func (cl *clusterNode) pushRouted(ctx context.Context, devices []string, frame []byte, res *api.PushResult) (again []string) {
 	locs, online, err := cl.route.LookupMany(ctx, devices)
 	if err != nil {
 		cl.log.Warn("cluster: the route is unreachable; devices not connected here are unrouted", "devices", len(devices), "err", err)
@@ -437,25 +563,12 @@ func (cl *clusterNode) PushElsewhere(ctx context.Context, devices []string, fram
 			byNode[locs[i].Node] = append(byNode[locs[i].Node], d)
 		}
 	}
-	type answer struct {
-		node    string
-		devices []string
-		reply   cluster.Reply
-		err     error
-	}
-	answers := make(chan answer, len(byNode))
-	for node, ds := range byNode {
-		go func() {
-			r, err := cl.bus.Send(ctx, node, cluster.Msg{Kind: cluster.KindPush, Devices: ds, Frame: frame})
-			answers <- answer{node, ds, r, err}
-		}()
-	}
-	for range byNode {
-		a := <-answers
+	for _, a := range cl.sendAll(ctx, byNode, frame, false) {
 		switch {
 		case a.err == nil:
 			res.Delivered += len(a.devices) - len(a.reply.Missing)
 			res.Offline = append(res.Offline, a.reply.Missing...) // kept by that node
+			cl.remember(a.devices, a.reply.Missing, a.node)
 		case errors.Is(a.err, cluster.ErrNoReply):
 			// The node received the push and did not answer in time: it
 			// is counted as delivered, not sent again.
@@ -466,13 +579,16 @@ func (cl *clusterNode) PushElsewhere(ctx context.Context, devices []string, fram
 			// The node died holding the devices (it no longer listens, and
 			// its registration has not expired yet): a durable push waits
 			// for their next login in Redis.
-			if err := cl.g.rec.KeepLost(ctx, a.devices, frame); err != nil {
+			dead, _ := cl.reg.Info(a.node)
+			back, err := cl.g.rec.KeepLost(ctx, a.devices, frame, dead.Instance)
+			if err != nil {
 				cl.log.Warn("cluster: keeping durable pushes for a dead node's devices failed; they are unrouted", "node", a.node, "devices", len(a.devices), "err", err)
 				res.Unrouted = append(res.Unrouted, a.devices...)
 				cl.unrouted.Add(uint64(len(a.devices)))
 				continue
 			}
-			res.Offline = append(res.Offline, a.devices...)
+			again = append(again, back...)
+			res.Offline = append(res.Offline, without(a.devices, back)...)
 		default:
 			cl.log.Warn("cluster: cannot reach a node; its devices are unrouted", "node", a.node, "devices", len(a.devices), "err", a.err)
 			res.Unrouted = append(res.Unrouted, a.devices...)
@@ -485,7 +601,66 @@ func (cl *clusterNode) PushElsewhere(ctx context.Context, devices []string, fram
 		}
 		res.Offline = append(res.Offline, offline...)
 	}
-	return nil
+	return again
+}
+
+// without returns devices less those in drop.
+func without(devices, drop []string) []string {
+	if len(drop) == 0 {
+		return devices
+	}
+	out := make([]string, 0, len(devices))
+	for _, d := range devices {
+		if !slices.Contains(drop, d) {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// sent is one node's part of a push and how it went.
+type sent struct {
+	node    string
+	devices []string
+	reply   cluster.Reply
+	err     error
+}
+
+// sendAll sends frame to each node's devices at once and returns how each
+// went, in no order.
+func (cl *clusterNode) sendAll(ctx context.Context, byNode map[string][]string, frame []byte, cached bool) []sent {
+	if len(byNode) == 1 {
+		for node, ds := range byNode {
+			r, err := cl.send(ctx, node, cluster.Msg{Kind: cluster.KindPush, Devices: ds, Frame: frame, Cached: cached})
+			return []sent{{node, ds, r, err}}
+		}
+	}
+	answers := make(chan sent, len(byNode))
+	for node, ds := range byNode {
+		go func() {
+			r, err := cl.send(ctx, node, cluster.Msg{Kind: cluster.KindPush, Devices: ds, Frame: frame, Cached: cached})
+			answers <- sent{node, ds, r, err}
+		}()
+	}
+	out := make([]sent, 0, len(byNode))
+	for range byNode {
+		out = append(out, <-answers)
+	}
+	return out
+}
+
+// remember caches node as the place of the devices it delivered to (those
+// not missing).
+func (cl *clusterNode) remember(devices, missing []string, node string) {
+	gone := make(map[string]bool, len(missing))
+	for _, d := range missing {
+		gone[d] = true
+	}
+	for _, d := range devices {
+		if !gone[d] {
+			cl.routes.put(d, node)
+		}
+	}
 }
 
 // FanoutGroup implements peers, in one message to every other node.
@@ -524,7 +699,7 @@ func (cl *clusterNode) KickElsewhere(ctx context.Context, device, reason string)
 	if err != nil || !online || loc.Node == cl.g.cfg.Node {
 		return false, err
 	}
-	r, err := cl.bus.Send(ctx, loc.Node, cluster.Msg{
+	r, err := cl.send(ctx, loc.Node, cluster.Msg{
 		Kind: cluster.KindKick, Device: device, Conn: loc.Conn,
 		Status: uint16(codec.StatusUnauthorized), Reason: reason,
 	})

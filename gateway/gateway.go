@@ -106,6 +106,9 @@ func New(cfg config.Config, log *slog.Logger) (*Gateway, error) {
 		g.rec.Share(cl.shared, recovery.ShareOptions{Logger: log, Durable: true})
 		g.peers = cl
 		undo = append(undo, cl.close)
+		if err := cl.bind(); err != nil {
+			return fail(err)
+		}
 	}
 	workers := cfg.DownWorkers
 	if workers <= 0 {
@@ -189,8 +192,10 @@ func downWorkers(procs int) int { return max(1, procs-1) }
 // Start opens the listeners. With -redis the node first subscribes and
 // registers, so that it can hear other nodes before its devices are bound.
 func (g *Gateway) Start() error {
+	if err := g.peers.Start(); err != nil {
+		return err
+	}
 	var err error
-	g.peers.Start()
 	lopts := reactor.Options{SendBuffer: g.cfg.SendBuffer}
 	if g.cfg.Listen != "" {
 		if g.tcp, err = reactor.Listen(g.cfg.Listen, g.hub.Handler(conn.TCP), lopts); err != nil {

@@ -48,6 +48,12 @@ func TestNewFailureLeaksNothing(t *testing.T) {
 	badOrigins := func(cfg *config.Config) { cfg.WSOrigins = []string{"https://app.example/path"} }
 	badBiz := func(cfg *config.Config) { cfg.Biz = append(cfg.Biz, cfg.Biz[0]) } // twice
 	cluster := func(cfg *config.Config) { cfg.Redis = closed }
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	busyLink := func(cfg *config.Config) { cfg.LinkListen = busy.Addr().String() }
 
 	for _, tc := range []struct {
 		name string
@@ -59,6 +65,7 @@ func TestNewFailureLeaksNothing(t *testing.T) {
 		{"cluster/cert", []func(*config.Config){cluster, badCert}, "tls certificate"},
 		{"cluster/ws-origins", []func(*config.Config){cluster, badOrigins}, "-ws-origins"},
 		{"cluster/businesses", []func(*config.Config){cluster, badBiz}, "configured twice"},
+		{"cluster/link-listen", []func(*config.Config){cluster, busyLink}, "-link-listen"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := base()

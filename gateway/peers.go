@@ -30,7 +30,7 @@ type peers interface {
 	// Start runs before the listeners open, so that the node hears the
 	// others before any of its devices is bound. A peer that cannot be
 	// reached yet is no reason not to start.
-	Start()
+	Start() error
 	// Announce runs once the listeners are bound, so their addresses can
 	// be published, and starts any background work.
 	Announce()
@@ -76,11 +76,13 @@ var _ peers = alone{}
 
 func (alone) Takeover(context.Context, string, route.Location) {}
 func (alone) Released(string, uint64)                          {}
-func (alone) Start()                                           {}
 func (alone) Announce()                                        {}
 func (alone) Draining(context.Context)                         {}
 func (alone) Stop(context.Context)                             {}
 func (alone) AddStats(*metrics.Snapshot)                       {}
+
+// Start implements peers: there is nothing to start.
+func (alone) Start() error { return nil }
 
 // PushElsewhere implements peers: no other node holds a device.
 func (alone) PushElsewhere(_ context.Context, devices []string, _ []byte, _ *api.PushResult) []string {

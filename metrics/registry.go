@@ -50,6 +50,10 @@ var (
 	descPushAcks       = desc("push_acks_total", "PUSH_ACK frames received.")
 	descPushUnrouted   = desc("push_unrouted_total", "Unicast push targets on other nodes that could not be reached (with -redis).")
 	descPushNoReply    = desc("push_no_reply_total", "Unicast deliveries another node received but did not confirm in time, counted as delivered (with -redis).")
+	descPushCached     = desc("push_route_cached_total", "Unicast push targets on other nodes delivered where the route cache said, without a route lookup (with -redis).")
+	descPushStale      = desc("push_route_stale_total", "Unicast push targets whose cached node no longer held them, looked up anew (with -redis).")
+	descLinkRequests   = desc("cluster_link_requests_total", "Requests (unicast pushes, kicks) sent to another node on its direct link (with -redis).")
+	descLinkFallbacks  = desc("cluster_link_fallbacks_total", "Requests to another node that could not use a link and went through Redis (with -redis).")
 	descBizRequests    = desc("biz_requests_total", "Upstream requests to a business.", "biz")
 	descBizResults     = desc("biz_results_total", "Upstream answers by RESPONSE status.", "biz", "status")
 	descBizQueued      = desc("biz_queued", "Upstream requests waiting in the business's queue.", "biz")
@@ -64,7 +68,7 @@ var (
 		descConnections, descLoggedIn, descAccepted, descRefused, descRefusedSource, descThrottled, descRateLimited, descLogins,
 		descLoginFailures, descFramesIn, descFramesOut, descBytesIn, descBytesOut, descWrites,
 		descKicks, descCloses, descPushRequests, descPushDeliveries, descPushOffline,
-		descPushRecovered, descPushAcks, descPushUnrouted, descPushNoReply, descBizRequests, descBizResults,
+		descPushRecovered, descPushAcks, descPushUnrouted, descPushNoReply, descPushCached, descPushStale, descLinkRequests, descLinkFallbacks, descBizRequests, descBizResults,
 		descBizQueued, descBizInFlight, descBizBreakerOpen, descBizLatency,
 		descQueueLen, descQueueCap, descQueueDropped,
 	}
@@ -129,6 +133,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	c.counter(ch, descPushAcks, s.Push.Acks)
 	c.counter(ch, descPushUnrouted, s.Push.Unrouted)
 	c.counter(ch, descPushNoReply, s.Push.NoReply)
+	c.counter(ch, descPushCached, s.Push.RouteCached)
+	c.counter(ch, descPushStale, s.Push.RouteStale)
+	c.counter(ch, descLinkRequests, s.Cluster.LinkRequests)
+	c.counter(ch, descLinkFallbacks, s.Cluster.LinkFallbacks)
 
 	for _, b := range s.Businesses {
 		biz := strconv.FormatUint(uint64(b.ID), 10)

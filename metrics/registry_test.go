@@ -36,7 +36,8 @@ func sampleSnapshot() Snapshot {
 		Writes:        30,
 		Kicks:         map[string]uint64{"IDLE_TIMEOUT": 4, "BAD_FRAME": 1},
 		Closes:        map[string]uint64{"client_closed": 3, "write_error": 2},
-		Push:          PushStats{Requests: 5, Deliveries: 50, Offline: 3, Recovered: 2, Acks: 40, Unrouted: 6, NoReply: 7},
+		Push:          PushStats{Requests: 5, Deliveries: 50, Offline: 3, Recovered: 2, Acks: 40, Unrouted: 6, NoReply: 7, RouteCached: 8, RouteStale: 9},
+		Cluster:       ClusterStats{LinkRequests: 10, LinkFallbacks: 11},
 		Businesses: []BizStats{
 			{ID: 1, Target: "echo", Requests: 9, Results: map[string]uint64{"OK": 8, "TIMEOUT": 1},
 				Queued: 2, InFlight: 1, Breaker: "closed", LatencySeconds: 0.5, LatencyCount: 9},
@@ -121,6 +122,18 @@ longlink_push_unrouted_total 6
 # HELP longlink_push_no_reply_total Unicast deliveries another node received but did not confirm in time, counted as delivered (with -redis).
 # TYPE longlink_push_no_reply_total counter
 longlink_push_no_reply_total 7
+# HELP longlink_push_route_cached_total Unicast push targets on other nodes delivered where the route cache said, without a route lookup (with -redis).
+# TYPE longlink_push_route_cached_total counter
+longlink_push_route_cached_total 8
+# HELP longlink_push_route_stale_total Unicast push targets whose cached node no longer held them, looked up anew (with -redis).
+# TYPE longlink_push_route_stale_total counter
+longlink_push_route_stale_total 9
+# HELP longlink_cluster_link_requests_total Requests (unicast pushes, kicks) sent to another node on its direct link (with -redis).
+# TYPE longlink_cluster_link_requests_total counter
+longlink_cluster_link_requests_total 10
+# HELP longlink_cluster_link_fallbacks_total Requests to another node that could not use a link and went through Redis (with -redis).
+# TYPE longlink_cluster_link_fallbacks_total counter
+longlink_cluster_link_fallbacks_total 11
 # HELP longlink_biz_requests_total Upstream requests to a business.
 # TYPE longlink_biz_requests_total counter
 longlink_biz_requests_total{biz="1"} 9

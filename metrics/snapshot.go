@@ -40,8 +40,20 @@ type Snapshot struct {
 	Closes map[string]uint64 `json:"closes"`
 
 	Push       PushStats    `json:"push"`
+	Cluster    ClusterStats `json:"cluster"`
 	Businesses []BizStats   `json:"businesses"`
 	Queues     []QueueStats `json:"queues"`
+}
+
+// ClusterStats counts a node's requests to other nodes (with -redis; zero
+// on a single node).
+type ClusterStats struct {
+	// LinkRequests counts requests (unicast pushes, kicks) sent to
+	// another node on its direct link; LinkFallbacks those that could not
+	// use one (none announced, or it could not be made) and went through
+	// Redis.
+	LinkRequests  uint64 `json:"link_requests"`
+	LinkFallbacks uint64 `json:"link_fallbacks"`
 }
 
 // PushStats counts downstream traffic.
@@ -58,6 +70,12 @@ type PushStats struct {
 	// NoReply counts unicast deliveries (with -redis) that another node
 	// received but did not confirm in time, counted as delivered.
 	NoReply uint64 `json:"no_reply"`
+	// RouteCached counts unicast targets (with -redis) delivered on
+	// another node found in the route cache, without a route lookup;
+	// RouteStale those whose cached node no longer held them (or could not
+	// be reached), looked up anew.
+	RouteCached uint64 `json:"route_cached"`
+	RouteStale  uint64 `json:"route_stale"`
 }
 
 // BizStats is one business's forwarding group.

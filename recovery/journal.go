@@ -139,17 +139,27 @@ func (s *Store) writeJournal(batch []journalOp) {
 	}
 }
 
-// KeepLost keeps a durable push for devices whose node died holding them:
-// unlike Keep, a device without state gets one, so the push waits for its
-// next login on any node.
-func (s *Store) KeepLost(ctx context.Context, devices []string, frame []byte) error {
+// KeepLost keeps a durable push for devices whose node (instance dead)
+// died holding them: unlike Keep, a device without state gets one, so the
+// push waits for its next login on any node. It returns the devices it
+// did not keep because they are back: a live node took their state over
+// since they were looked up, and the caller routes them again.
+func (s *Store) KeepLost(ctx context.Context, devices []string, frame []byte, dead string) (back []string, err error) {
 	if s.shared == nil {
-		return nil
+		return nil, nil
 	}
 	pushes := make([]Push, len(devices))
 	for i, d := range devices {
-		pushes[i] = Push{Device: d, Frame: frame, Lost: true}
+		pushes[i] = Push{Device: d, Frame: frame, Lost: true, Dead: dead}
 	}
-	_, err := s.shared.Append(ctx, pushes)
-	return err
+	kept, err := s.shared.Append(ctx, pushes)
+	if err != nil {
+		return nil, err
+	}
+	for i, ok := range kept {
+		if !ok {
+			back = append(back, devices[i])
+		}
+	}
+	return back, nil
 }

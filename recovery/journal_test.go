@@ -142,3 +142,36 @@ func TestStoreResumeAfterCrash(t *testing.T) {
 		t.Fatal("a resume from a seq the new node gave is not complete")
 	}
 }
+
+// TestRedisLostBack: a durable push for a dead node's device is kept
+// while the device's binding still names the dead instance (or it has
+// none), and not kept once it names another: the device logged in again.
+func TestRedisLostBack(t *testing.T) {
+	_, rdb := sharedRedis(t, 8, time.Minute)
+	bind := func(d string) string { return "longlink:d:{" + d + "}" }
+	r := recovery.NewRedis(recovery.RedisConfig{Client: rdb, Size: 8, TTL: time.Minute, Binding: bind})
+	ctx := t.Context()
+	push := func(frame string) []bool {
+		t.Helper()
+		kept, err := r.Append(ctx, []recovery.Push{{Device: "dev", Frame: []byte(frame), Lost: true, Dead: "dead-1"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return kept
+	}
+	if kept := push("a"); !slices.Equal(kept, []bool{true}) {
+		t.Fatalf("no binding: kept %v, want kept", kept)
+	}
+	rdb.Set(ctx, bind("dev"), "7 dead-1 n2", 0)
+	if kept := push("b"); !slices.Equal(kept, []bool{true}) {
+		t.Fatalf("bound to the dead instance: kept %v, want kept", kept)
+	}
+	rdb.Set(ctx, bind("dev"), "9 live-1 n0", 0)
+	if kept := push("c"); !slices.Equal(kept, []bool{false}) {
+		t.Fatalf("bound to a live instance: kept %v, want not kept", kept)
+	}
+	st, _, err := r.TakeFrom(ctx, "dev", 0)
+	if err != nil || !slices.Equal(seqsOf(st), []string{"1:a", "2:b"}) {
+		t.Fatalf("the state holds %q (%v), want 1:a 2:b and not c", seqsOf(st), err)
+	}
+}

@@ -113,6 +113,10 @@ type Push struct {
 	// Lost says the device's node died holding it: the push is kept even
 	// if the device has no state yet (a durable push, see Durable).
 	Lost bool
+	// Dead, with Lost, is the instance of the node that died: the push is
+	// not kept when the device's binding names another instance (it
+	// logged in again since it was looked up).
+	Dead string
 }
 
 // ShareOptions tune Share. Zero values take the defaults in the comments.

@@ -22,6 +22,11 @@ type RedisConfig struct {
 	Prefix string                // starts every key; "" means DefaultRedisPrefix
 	Size   int                   // pushes kept per device, as the Store's size; at least 1
 	TTL    time.Duration         // how long a state is kept after the device left; > 0
+	// Binding returns the key of a device's binding in the route
+	// (route.Redis.BindingKey: "<conn> <instance> <node>", in the device's
+	// slot): a Lost push is not kept when the binding names an instance
+	// other than the push's Dead, since the device is back.
+	Binding func(device string) string
 }
 
 // The Lua of a 4-byte big-endian seq, as the items carry it.
@@ -61,6 +66,7 @@ type Redis struct {
 	prefix string
 	size   int
 	ttl    time.Duration
+	bind   func(device string) string // RedisConfig.Binding
 }
 
 var _ Shared = (*Redis)(nil)
@@ -71,7 +77,7 @@ var ErrUnavailable = errors.New("recovery: shared store unavailable")
 
 // NewRedis returns a Redis shared store.
 func NewRedis(cfg RedisConfig) *Redis {
-	r := &Redis{rdb: cfg.Client, prefix: cfg.Prefix, size: max(1, cfg.Size), ttl: cfg.TTL}
+	r := &Redis{rdb: cfg.Client, prefix: cfg.Prefix, size: max(1, cfg.Size), ttl: cfg.TTL, bind: cfg.Binding}
 	if r.prefix == "" {
 		r.prefix = DefaultRedisPrefix
 	}
@@ -207,8 +213,18 @@ func (r *Redis) take(ctx context.Context, device string, resume uint32, keep boo
 // state. A state being journaled (rj) gets the push without a seq: its
 // node is gone, and the login that takes the state numbers it. With
 // ARGV[3] "1" a missing state is created so (a durable push for a device
-// whose node died before it had state), expiring after ARGV[4] ms.
+// whose node died before it had state), expiring after ARGV[4] ms. With
+// ARGV[5], the instance of the node that died holding the device, and
+// KEYS[4], the device's binding, it appends nothing and returns 2 when the
+// binding names another instance: the device logged in again since.
 var appendPush = redis.NewScript(luaSeq + `
+if ARGV[5] ~= '' and KEYS[4] then
+	local b = redis.call('GET', KEYS[4])
+	local inst = b and string.match(b, '^%S+ (%S+) ')
+	if inst and inst ~= ARGV[5] then
+		return 2
+	end
+end
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl == -2 then
 	if ARGV[3] ~= '1' then
@@ -230,7 +246,8 @@ end
 return 1`)
 
 // Append records each push for its device, if the device has a state (or,
-// for a Lost push, creates one), in one pipeline.
+// for a Lost push, creates one), in one pipeline. A Lost push whose state
+// another instance than Dead journals is not kept: the device is back.
 func (r *Redis) Append(ctx context.Context, pushes []Push) ([]bool, error) {
 	size := strconv.Itoa(r.size)
 	ttl := strconv.FormatInt(r.ttl.Milliseconds(), 10)
@@ -239,12 +256,16 @@ func (r *Redis) Append(ctx context.Context, pushes []Push) ([]bool, error) {
 		if pushes[i].Lost {
 			create = "1"
 		}
-		return r.keys(pushes[i].Device), []any{pushes[i].Frame, size, create, ttl}
+		keys := r.keys(pushes[i].Device)
+		if pushes[i].Dead != "" && r.bind != nil {
+			keys = append(keys, r.bind(pushes[i].Device))
+		}
+		return keys, []any{pushes[i].Frame, size, create, ttl, pushes[i].Dead}
 	})
 	kept := make([]bool, len(pushes))
 	for i, c := range cmds {
 		n, cerr := c.Int64()
-		kept[i] = n > 0
+		kept[i] = n == 1
 		if err == nil && cerr != nil {
 			err = cerr
 		}

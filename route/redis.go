@@ -134,8 +134,13 @@ func (r *Redis) Instance() string { return r.instance }
 // device's slot, so that on Redis Cluster every script and transaction
 // touches one slot.
 func (r *Redis) deviceKey(device string) string { return r.prefix + "d:{" + device + "}" }
-func (r *Redis) groupKey(group string) string   { return r.prefix + "g:{" + group + "}" }
-func (r *Redis) groupsKey(device string) string { return r.prefix + "dg:{" + device + "}" }
+
+// BindingKey is the key of device's binding, "<conn> <instance> <node>",
+// in the device's hash slot: a script of another package on the same
+// slot may read it (recovery's durable pushes for a dead node's devices).
+func (r *Redis) BindingKey(device string) string { return r.deviceKey(device) }
+func (r *Redis) groupKey(group string) string    { return r.prefix + "g:{" + group + "}" }
+func (r *Redis) groupsKey(device string) string  { return r.prefix + "dg:{" + device + "}" }
 
 // value encodes a binding made here: conn, instance, node. The node comes
 // last so that it may hold any byte.
