@@ -23,9 +23,11 @@ type Handler interface {
 	// order the messages arrived, and calls answer once with the others:
 	// at once, or later from another goroutine when the delivery has more
 	// to wait for (a durable push's journal write), so that waiting holds
-	// up no other message. The others are kept here for resume unless
-	// cached (Msg.Cached): then the sender routes them anew.
-	Deliver(devices []string, frame []byte, cached bool, answer func(missing []string))
+	// up no other message. The others are missing (kept here for resume)
+	// or moved (a login of theirs is under way: not kept, the sender routes
+	// them anew); with cached (Msg.Cached) all of them are missing and not
+	// kept, and the sender routes them anew.
+	Deliver(devices []string, frame []byte, cached bool, answer func(missing, moved []string))
 	// DeliverGroup pushes frame to the members of group connected here
 	// and returns how many.
 	DeliverGroup(group string, frame []byte) int
@@ -382,8 +384,8 @@ func carryOut(h Handler, e envelope, kickTimeout time.Duration, reply func(Reply
 	var r Reply
 	switch e.kind {
 	case KindPush:
-		h.Deliver(e.msg.Devices, e.msg.Frame, e.msg.Cached, func(missing []string) {
-			reply(Reply{Missing: missing})
+		h.Deliver(e.msg.Devices, e.msg.Frame, e.msg.Cached, func(missing, moved []string) {
+			reply(Reply{Missing: missing, Moved: moved})
 		})
 		return
 	case KindGroup:

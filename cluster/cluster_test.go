@@ -208,7 +208,7 @@ func (h *handler) log() []string {
 	return slices.Clone(h.got)
 }
 
-func (h *handler) Deliver(devices []string, frame []byte, cached bool, answer func([]string)) {
+func (h *handler) Deliver(devices []string, frame []byte, cached bool, answer func(missing, moved []string)) {
 	var missing []string
 	for _, d := range devices {
 		if h.local[d] {
@@ -221,7 +221,7 @@ func (h *handler) Deliver(devices []string, frame []byte, cached bool, answer fu
 			missing = append(missing, d)
 		}
 	}
-	answer(missing)
+	answer(missing, nil)
 }
 
 func (h *handler) DeliverGroup(group string, frame []byte) int {

@@ -460,7 +460,7 @@ func (l *Links) serve(c net.Conn) {
 				return
 			}
 			out := envelope{kind: kindReply, id: e.id, node: l.node, instance: l.instance, to: e.instance, reply: r}
-			if !k.send(0, out.appendTo(make([]byte, 4, 64+16*len(r.Missing)))) {
+			if !k.send(0, out.appendTo(make([]byte, 4, 64+16*(len(r.Missing)+len(r.Moved))))) {
 				l.stats.Dropped.Add(1)
 			}
 		})

@@ -21,7 +21,7 @@ type linkHandler struct {
 	kicked chan string
 }
 
-func (h *linkHandler) Deliver(devices []string, frame []byte, cached bool, answer func([]string)) {
+func (h *linkHandler) Deliver(devices []string, frame []byte, cached bool, answer func(missing, moved []string)) {
 	var missing []string
 	h.mu.Lock()
 	for _, d := range devices {
@@ -34,10 +34,10 @@ func (h *linkHandler) Deliver(devices []string, frame []byte, cached bool, answe
 	hold := h.hold
 	h.mu.Unlock()
 	if hold != nil {
-		go func() { <-hold; answer(missing) }()
+		go func() { <-hold; answer(missing, nil) }()
 		return
 	}
-	answer(missing)
+	answer(missing, nil)
 }
 
 func (h *linkHandler) DeliverGroup(string, []byte) int { return 0 }

@@ -58,7 +58,11 @@ type Msg struct {
 type Reply struct {
 	Node    string   // who answered
 	Count   int      // deliveries (KindGroup, KindAll), or 1 if kicked (KindKick)
-	Missing []string // KindPush: the devices not connected there
+	Missing []string // KindPush: the devices not connected there, their push kept there
+	// Moved (KindPush): devices not connected there whose push it did not
+	// keep, because a login of theirs is under way there or elsewhere: the
+	// sender routes them again.
+	Moved []string
 
 	unsent bool // Links: the request was never written
 }
@@ -110,6 +114,7 @@ func (e *envelope) appendTo(b []byte) []byte {
 		b = appendString(b, e.to)
 		b = binary.AppendUvarint(b, uint64(e.reply.Count))
 		b = appendStrings(b, e.reply.Missing)
+		b = appendStrings(b, e.reply.Moved)
 	}
 	return b
 }
@@ -150,6 +155,7 @@ func decode(b []byte) (envelope, error) {
 		e.to = d.string()
 		e.reply.Count = int(d.uvarint())
 		e.reply.Missing = d.strings()
+		e.reply.Moved = d.strings()
 		e.reply.Node = e.node
 	default:
 		return e, errBadMsg

@@ -14,7 +14,7 @@ func TestEnvelopeRoundTrip(t *testing.T) {
 		{kind: KindAll, node: "a", instance: "i", msg: Msg{Kind: KindAll, Frame: []byte{}}},
 		{kind: KindKick, id: 9, node: "a", instance: "i", msg: Msg{Kind: KindKick, Device: "d", Conn: 1 << 62, Status: 9, Reason: "dup", Settle: true}},
 		{kind: KindMembers, node: "a", instance: "i", msg: Msg{Kind: KindMembers, Group: "g", Join: true, Devices: []string{"x"}}},
-		{kind: kindReply, id: 3, node: "b", instance: "j", to: "i", reply: Reply{Node: "b", Count: 12, Missing: []string{"d2"}}},
+		{kind: kindReply, id: 3, node: "b", instance: "j", to: "i", reply: Reply{Node: "b", Count: 12, Missing: []string{"d2"}, Moved: []string{"d3", "d4"}}},
 	} {
 		got, err := decode(e.encode())
 		if err != nil {
@@ -77,6 +77,9 @@ func normal(e envelope) envelope {
 	}
 	if len(e.reply.Missing) == 0 {
 		e.reply.Missing = nil
+	}
+	if len(e.reply.Moved) == 0 {
+		e.reply.Moved = nil
 	}
 	return e
 }

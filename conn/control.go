@@ -8,6 +8,12 @@ import (
 // Lookup returns the device's connection on this node, or nil.
 func (h *Hub) Lookup(device string) *Conn { return h.reg.lookup(device) }
 
+// LoginUnderWay returns a channel that closes when the device's login
+// under way here ends (it is then registered, or failed), or nil when
+// none is. With a shared route a login binds the device before Lookup
+// finds it: a push routed here meanwhile waits on this channel.
+func (h *Hub) LoginUnderWay(device string) <-chan struct{} { return h.underway.await(device) }
+
 // Members returns the connections of group's members on this node: a
 // snapshot shared with the registry, to be read and not changed (later
 // joins and leaves do not show in it).

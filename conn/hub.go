@@ -126,6 +126,7 @@ type Hub struct {
 	draining   atomic.Bool
 	redirect   atomic.Pointer[string] // sent with KICK(SHUTTING_DOWN)
 	loginq     *loginPool             // runs logins' route work with a shared route; nil without
+	underway   underway               // logins bound in the shared route, not yet registered
 	inputLocks [64]sync.Mutex         // a connection's input lock while a login worker may resume it (login.go)
 
 	conns, loggedIn                                           atomic.Int64

@@ -218,6 +218,10 @@ func (l *loginJob) enter() {
 		}
 	}()
 	c.device, c.app = claims.Device, claims.App
+	if h.opts.SharedRoute {
+		u := h.underway.begin(c.device)
+		defer h.underway.end(c.device, u)
+	}
 	// Bound before the recovery state is attached: a connection of the
 	// device on another node must first let go of the device and of its
 	// recovery state (Cluster.Takeover).

@@ -404,38 +404,95 @@ func (cl *clusterNode) Kick(ctx context.Context, device string, id uint64, statu
 // Deliver implements cluster.Handler. A device that is not connected here
 // (it left since the sender looked it up) has the push recorded for
 // resume here, before the answer, so the sender can report it offline;
-// unless the sender guessed its node from its cache (cached), and routes
-// it anew. A durable push is answered once it is journaled, on a
+// unless the sender guessed its node from its cache (cached), or the
+// device is moving (recovery.Store.Keep hands it back: a login of it is
+// under way elsewhere), and it is answered missing or moved and routed
+// anew by the sender. A device whose login is under way here gets the
+// push once it is logged in. A durable push is answered once it is
+// journaled; an answer that waits (a journal, a login) waits on a
 // goroutine of its own: the bus or link goes on with the next message
 // meanwhile.
-func (cl *clusterNode) Deliver(devices []string, frame []byte, cached bool, answer func(missing []string)) {
+func (cl *clusterNode) Deliver(devices []string, frame []byte, cached bool, answer func(missing, moved []string)) {
 	g := cl.g
 	p := &downstream.Push{Frame: frame}
 	g.makeDurable(p)
-	var missing []string
+	var missing, waiting []string
 	for _, d := range devices {
-		if c := g.hub.Lookup(d); c != nil {
+		switch c := g.hub.Lookup(d); {
+		case c != nil:
 			g.deliver(c, p)
-			continue
-		}
-		missing = append(missing, d)
-	}
-	if len(missing) > 0 && !cached {
-		ctx, cancel := context.WithTimeout(context.Background(), keepTimeout)
-		defer cancel()
-		if err := g.rec.Keep(ctx, missing, frame, time.Now()); err != nil {
-			cl.log.Warn("cluster: keeping pushes for resume failed", "devices", len(missing), "err", err)
+		case g.hub.LoginUnderWay(d) != nil:
+			waiting = append(waiting, d)
+		default:
+			missing = append(missing, d)
 		}
 	}
-	if p.Durable == nil {
-		answer(missing)
+	// Kept now, in the order the messages came: two pushes for one
+	// offline device are appended in order.
+	missing, moved := cl.keep(missing, frame, cached)
+	if len(waiting) == 0 && p.Durable == nil {
+		answer(missing, moved)
 		return
 	}
 	go func() {
+		if left := cl.afterLogins(waiting, p); len(left) > 0 {
+			m, mv := cl.keep(left, frame, cached)
+			missing, moved = append(missing, m...), append(moved, mv...)
+		}
 		g.awaitJournal(context.Background(), p)
-		answer(missing)
+		answer(missing, moved)
 	}()
 }
+
+// keep records frame for resume for devices not connected here and
+// returns them split: missing (kept, or not cached and not kept because
+// they have no state) and moved (handed back by Keep: a login of theirs
+// is under way). With cached nothing is kept: every device is missing.
+func (cl *clusterNode) keep(devices []string, frame []byte, cached bool) (missing, moved []string) {
+	if len(devices) == 0 || cached {
+		return devices, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), keepTimeout)
+	defer cancel()
+	back, err := cl.g.rec.Keep(ctx, devices, frame, time.Now())
+	if err != nil {
+		cl.log.Warn("cluster: keeping pushes for resume failed", "devices", len(devices), "err", err)
+	}
+	if len(back) == 0 {
+		return devices, nil
+	}
+	return without(devices, back), back
+}
+
+// afterLogins delivers p to devices whose login is under way here, once
+// it ends, and returns those not logged in by then (it failed, or took
+// longer than loginWait).
+func (cl *clusterNode) afterLogins(devices []string, p *downstream.Push) (left []string) {
+	if len(devices) == 0 {
+		return nil
+	}
+	t := time.NewTimer(loginWait)
+	defer t.Stop()
+	for _, d := range devices {
+		if ch := cl.g.hub.LoginUnderWay(d); ch != nil {
+			select {
+			case <-ch:
+			case <-t.C:
+			}
+		}
+		if c := cl.g.hub.Lookup(d); c != nil {
+			cl.g.deliver(c, p)
+			continue
+		}
+		left = append(left, d)
+	}
+	return left
+}
+
+// loginWait bounds how long a push waits for a login under way here: a
+// login's route work is bounded by -route-timeout per call, and this
+// outlasts a few of them.
+const loginWait = 5 * time.Second
 
 // DeliverGroup implements cluster.Handler.
 func (cl *clusterNode) DeliverGroup(group string, frame []byte) int {
@@ -499,13 +556,17 @@ func (cl *clusterNode) PushElsewhere(ctx context.Context, devices []string, fram
 		for _, a := range cl.sendAll(ctx, guessed, frame, true) {
 			switch {
 			case a.err == nil:
-				res.Delivered += len(a.devices) - len(a.reply.Missing)
-				cl.cached.Add(uint64(len(a.devices) - len(a.reply.Missing)))
-				cl.stale.Add(uint64(len(a.reply.Missing)))
+				away := len(a.reply.Missing) + len(a.reply.Moved)
+				res.Delivered += len(a.devices) - away
+				cl.cached.Add(uint64(len(a.devices) - away))
+				cl.stale.Add(uint64(away))
 				for _, d := range a.reply.Missing {
 					cl.routes.forget(d)
 				}
-				rest = append(rest, a.reply.Missing...)
+				for _, d := range a.reply.Moved {
+					cl.routes.forget(d)
+				}
+				rest = append(append(rest, a.reply.Missing...), a.reply.Moved...)
 			case errors.Is(a.err, cluster.ErrNoReply):
 				res.Delivered += len(a.devices)
 				cl.noReply.Add(uint64(len(a.devices)))
@@ -522,24 +583,49 @@ func (cl *clusterNode) PushElsewhere(ctx context.Context, devices []string, fram
 			return nil
 		}
 	}
-	// A device the route placed on a dead node may have logged in again
-	// elsewhere by the time its durable push is kept (KeepLost says so):
-	// it is routed once more.
-	for range 2 {
-		if rest = cl.pushRouted(ctx, rest, frame, res); len(rest) == 0 {
+	// A device in the middle of a move (looked up offline or on a dead
+	// node, then logged in elsewhere; or logging in where it was sent) is
+	// routed again, after a pause that lets its login finish.
+	for round := range routeRounds {
+		if round > 0 && !pause(ctx, routePause<<(round-1)) {
+			break
+		}
+		if rest = cl.pushRouted(ctx, rest, frame, res, round == routeRounds-1); len(rest) == 0 {
 			return nil
 		}
 	}
-	cl.log.Warn("cluster: devices moved twice while a push looked for them; they are unrouted", "devices", len(rest))
+	cl.log.Warn("cluster: devices kept moving while a push looked for them; they are unrouted", "devices", len(rest))
 	res.Unrouted = append(res.Unrouted, rest...)
 	cl.unrouted.Add(uint64(len(rest)))
 	return nil
 }
 
+// routeRounds bounds how often PushElsewhere routes a device that moves
+// under it; routePause, doubled each time, is the pause before each new
+// round (10+20+40+80+160 ms: a login under load has finished by then).
+const (
+	routeRounds = 6
+	routePause  = 10 * time.Millisecond
+)
+
+// pause waits d, or less if ctx ends first; it reports whether ctx is
+// still live.
+func pause(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
 // pushRouted delivers frame to devices where the route places them and
-// accounts for them in res, except those it returns: back online since
-// the route was read, to be routed again.
-func (cl *clusterNode) pushRouted(ctx context.Context, devices []string, frame []byte, res *api.PushResult) (again []string) {
+// accounts for them in res, except those it returns: moving since the
+// route was read, to be routed again. On the last round a device bound
+// here but not connected is taken as gone, not as logging in.
+func (cl *clusterNode) pushRouted(ctx context.Context, devices []string, frame []byte, res *api.PushResult, last bool) (again []string) {
 	locs, online, err := cl.route.LookupMany(ctx, devices)
 	if err != nil {
 		cl.log.Warn("cluster: the route is unreachable; devices not connected here are unrouted", "devices", len(devices), "err", err)
@@ -547,28 +633,48 @@ func (cl *clusterNode) pushRouted(ctx context.Context, devices []string, frame [
 		cl.unrouted.Add(uint64(len(devices)))
 		return nil
 	}
-	var offline []string
+	var offline, here []string
+	var hereAt []route.Location
 	byNode := make(map[string][]string)
 	for i, d := range devices {
 		switch {
 		case !online[i]:
 			offline = append(offline, d)
 		case locs[i].Node == cl.g.cfg.Node:
-			// Bound here but not connected: the connection just closed,
-			// or its Unbind failed. The binding goes; the device is
-			// offline.
-			_ = cl.route.Unbind(ctx, d, locs[i])
-			offline = append(offline, d)
+			// Bound here: logged in since the caller looked (this is a
+			// later round), or a login under way (it binds first), or a
+			// connection that just closed.
+			here = append(here, d)
+			hereAt = append(hereAt, locs[i])
 		default:
 			byNode[locs[i].Node] = append(byNode[locs[i].Node], d)
+		}
+	}
+	if len(here) > 0 {
+		p := &downstream.Push{Frame: frame}
+		cl.g.makeDurable(p)
+		left := cl.afterLogins(here, p)
+		cl.g.awaitJournal(ctx, p)
+		res.Delivered += len(here) - len(left)
+		for _, d := range left {
+			if !last {
+				again = append(again, d) // closing: about to unbind
+				continue
+			}
+			// Still bound here and not connected: the connection
+			// closed and its Unbind failed. The binding goes; the
+			// device is offline.
+			_ = cl.route.Unbind(ctx, d, hereAt[slices.Index(here, d)])
+			offline = append(offline, d)
 		}
 	}
 	for _, a := range cl.sendAll(ctx, byNode, frame, false) {
 		switch {
 		case a.err == nil:
-			res.Delivered += len(a.devices) - len(a.reply.Missing)
+			res.Delivered += len(a.devices) - len(a.reply.Missing) - len(a.reply.Moved)
 			res.Offline = append(res.Offline, a.reply.Missing...) // kept by that node
-			cl.remember(a.devices, a.reply.Missing, a.node)
+			again = append(again, a.reply.Moved...)
+			cl.remember(a.devices, a.reply.Missing, a.reply.Moved, a.node)
 		case errors.Is(a.err, cluster.ErrNoReply):
 			// The node received the push and did not answer in time: it
 			// is counted as delivered, not sent again.
@@ -596,10 +702,12 @@ func (cl *clusterNode) pushRouted(ctx context.Context, devices []string, frame [
 		}
 	}
 	if len(offline) > 0 {
-		if err := cl.g.rec.Keep(ctx, offline, frame, time.Now()); err != nil {
+		back, err := cl.g.rec.Keep(ctx, offline, frame, time.Now())
+		if err != nil {
 			cl.log.Warn("cluster: keeping pushes for resume failed", "devices", len(offline), "err", err)
 		}
-		res.Offline = append(res.Offline, offline...)
+		again = append(again, back...)
+		res.Offline = append(res.Offline, without(offline, back)...)
 	}
 	return again
 }
@@ -650,10 +758,13 @@ func (cl *clusterNode) sendAll(ctx context.Context, byNode map[string][]string, 
 }
 
 // remember caches node as the place of the devices it delivered to (those
-// not missing).
-func (cl *clusterNode) remember(devices, missing []string, node string) {
-	gone := make(map[string]bool, len(missing))
+// neither missing nor moved).
+func (cl *clusterNode) remember(devices, missing, moved []string, node string) {
+	gone := make(map[string]bool, len(missing)+len(moved))
 	for _, d := range missing {
+		gone[d] = true
+	}
+	for _, d := range moved {
 		gone[d] = true
 	}
 	for _, d := range devices {

@@ -150,14 +150,14 @@ func (s *Store) KeepLost(ctx context.Context, devices []string, frame []byte, de
 	}
 	pushes := make([]Push, len(devices))
 	for i, d := range devices {
-		pushes[i] = Push{Device: d, Frame: frame, Lost: true, Dead: dead}
+		pushes[i] = Push{Device: d, Frame: frame, Lost: true, Check: true, Dead: dead}
 	}
 	kept, err := s.shared.Append(ctx, pushes)
 	if err != nil {
 		return nil, err
 	}
-	for i, ok := range kept {
-		if !ok {
+	for i, k := range kept {
+		if k == Bound {
 			back = append(back, devices[i])
 		}
 	}

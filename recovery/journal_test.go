@@ -60,7 +60,7 @@ func TestRedisJournalNodeDied(t *testing.T) {
 		t.Fatal(err)
 	}
 	kept, err := r.Append(ctx, []recovery.Push{{Device: "dev", Frame: []byte("b")}, {Device: "new", Frame: []byte("x"), Lost: true}, {Device: "none", Frame: []byte("y")}})
-	if err != nil || !slices.Equal(kept, []bool{true, true, false}) {
+	if err != nil || !slices.Equal(kept, []recovery.Kept{recovery.Stored, recovery.Stored, recovery.NoState}) {
 		t.Fatalf("Append = %v, %v; want kept, kept (Lost creates), not kept", kept, err)
 	}
 	// The client saw seq 9 (pushes that were not durable): b comes after.
@@ -151,27 +151,61 @@ func TestRedisLostBack(t *testing.T) {
 	bind := func(d string) string { return "longlink:d:{" + d + "}" }
 	r := recovery.NewRedis(recovery.RedisConfig{Client: rdb, Size: 8, TTL: time.Minute, Binding: bind})
 	ctx := t.Context()
-	push := func(frame string) []bool {
+	push := func(frame string) []recovery.Kept {
 		t.Helper()
-		kept, err := r.Append(ctx, []recovery.Push{{Device: "dev", Frame: []byte(frame), Lost: true, Dead: "dead-1"}})
+		kept, err := r.Append(ctx, []recovery.Push{{Device: "dev", Frame: []byte(frame), Lost: true, Check: true, Dead: "dead-1"}})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return kept
 	}
-	if kept := push("a"); !slices.Equal(kept, []bool{true}) {
+	if kept := push("a"); !slices.Equal(kept, []recovery.Kept{recovery.Stored}) {
 		t.Fatalf("no binding: kept %v, want kept", kept)
 	}
 	rdb.Set(ctx, bind("dev"), "7 dead-1 n2", 0)
-	if kept := push("b"); !slices.Equal(kept, []bool{true}) {
+	if kept := push("b"); !slices.Equal(kept, []recovery.Kept{recovery.Stored}) {
 		t.Fatalf("bound to the dead instance: kept %v, want kept", kept)
 	}
 	rdb.Set(ctx, bind("dev"), "9 live-1 n0", 0)
-	if kept := push("c"); !slices.Equal(kept, []bool{false}) {
+	if kept := push("c"); !slices.Equal(kept, []recovery.Kept{recovery.Bound}) {
 		t.Fatalf("bound to a live instance: kept %v, want not kept", kept)
 	}
 	st, _, err := r.TakeFrom(ctx, "dev", 0)
 	if err != nil || !slices.Equal(seqsOf(st), []string{"1:a", "2:b"}) {
 		t.Fatalf("the state holds %q (%v), want 1:a 2:b and not c", seqsOf(st), err)
 	}
+}
+
+// TestKeepBack: Keep does not append a push that a login would not see.
+// A device whose state a connection here holds (a login under way), or
+// whose binding names a live instance (its new node may have taken its
+// state), is handed back to be routed anew; an unbound device with state
+// gets the push.
+func TestKeepBack(t *testing.T) {
+	_, rdb := sharedRedis(t, 8, time.Minute)
+	bind := func(d string) string { return "longlink:d:{" + d + "}" }
+	r := recovery.NewRedis(recovery.RedisConfig{Client: rdb, Size: 8, TTL: time.Minute, Binding: bind})
+	s := sharedStore(t, r, 8)
+	ctx := t.Context()
+	for _, d := range []string{"held", "bound", "free"} {
+		if err := r.Save(ctx, d, recovery.State{Seq: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e := s.Attach("held", t0)
+	if e == nil {
+		t.Fatal("no state to attach")
+	}
+	rdb.Set(ctx, bind("bound"), "9 live-1 n0", 0)
+	back, err := s.Keep(ctx, []string{"held", "bound", "free"}, frame("p", 2), t0)
+	if err != nil || !slices.Equal(back, []string{"held", "bound"}) {
+		t.Fatalf("Keep = back %q, %v; want held and bound back", back, err)
+	}
+	if st, _, _ := r.Take(ctx, "bound"); st.Seq != 1 || len(st.Items) != 0 {
+		t.Fatalf("bound's state got the push: %+v", st)
+	}
+	if st, _, _ := r.Take(ctx, "free"); st.Seq != 2 || len(st.Items) != 1 {
+		t.Fatalf("free's state = %+v, want the push as seq 2", st)
+	}
+	s.Detach(e, t0)
 }

@@ -83,8 +83,8 @@ type Shared interface {
 	// atomic step: the caller now holds the state.
 	Take(ctx context.Context, device string) (st State, ok bool, err error)
 	// Append records each push as the next one of its device, if the
-	// device has stored state; kept[i] says whether pushes[i] was kept.
-	Append(ctx context.Context, pushes []Push) (kept []bool, err error)
+	// device has stored state; kept[i] says how pushes[i] went.
+	Append(ctx context.Context, pushes []Push) (kept []Kept, err error)
 	// Delete drops the device's stored state.
 	Delete(ctx context.Context, device string) error
 }
@@ -113,11 +113,24 @@ type Push struct {
 	// Lost says the device's node died holding it: the push is kept even
 	// if the device has no state yet (a durable push, see Durable).
 	Lost bool
-	// Dead, with Lost, is the instance of the node that died: the push is
-	// not kept when the device's binding names another instance (it
-	// logged in again since it was looked up).
+	// Check: the push is not kept when the device's binding in the route
+	// names a live instance, other than Dead: the device logged in again
+	// since it was looked up, and its new node may have taken its state
+	// already, so the caller routes it anew.
+	Check bool
+	// Dead, with Check, is the instance of the node that died holding the
+	// device ("" for none): a binding it left behind does not count.
 	Dead string
 }
+
+// Kept is how Append went for one push.
+type Kept uint8
+
+const (
+	NoState Kept = iota // not kept: the device has no stored state
+	Stored              // kept
+	Bound               // not kept: Check found the device bound to a live instance
+)
 
 // ShareOptions tune Share. Zero values take the defaults in the comments.
 type ShareOptions struct {
@@ -519,19 +532,54 @@ func (s *Store) Lost(device string, frame []byte, now time.Time) {
 // Keep records a push for devices that are not connected here, like
 // Offline, but waits for the shared store: when it returns nil, every
 // device that has recovery state here or in the shared store has the
-// push.
-func (s *Store) Keep(ctx context.Context, devices []string, frame []byte, now time.Time) error {
+// push, except those it returns (back). With a shared store a device is
+// back when a connection here holds its state (a login under way, or a
+// connection closing) or when its binding in the route names a live
+// instance (it logged in on a node that may have taken its state
+// already): a push appended then would wait in the shared store, unseen,
+// so the caller routes it anew.
+func (s *Store) Keep(ctx context.Context, devices []string, frame []byte, now time.Time) (back []string, err error) {
 	var rest []Push
 	for _, d := range devices {
-		if !s.local(d, frame, now) && s.shared != nil {
-			rest = append(rest, Push{Device: d, Frame: frame})
+		if s.shared == nil {
+			s.local(d, frame, now)
+			continue
+		}
+		if s.held(d) {
+			back = append(back, d)
+			continue
+		}
+		if !s.local(d, frame, now) {
+			rest = append(rest, Push{Device: d, Frame: frame, Check: true})
 		}
 	}
 	if len(rest) == 0 {
-		return nil
+		return back, nil
 	}
-	_, err := s.shared.Append(ctx, rest)
-	return err
+	kept, err := s.shared.Append(ctx, rest)
+	if err != nil {
+		return back, err
+	}
+	for i, ok := range kept {
+		if ok == Bound {
+			back = append(back, rest[i].Device)
+		}
+	}
+	return back, nil
+}
+
+// held reports whether a connection here holds device's state.
+func (s *Store) held(device string) bool {
+	sh := s.shard(device)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	e := sh.m[device]
+	if e == nil {
+		return false
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.attached > 0
 }
 
 // local records frame in device's entry here, if it has a live one.

@@ -24,8 +24,8 @@ type RedisConfig struct {
 	TTL    time.Duration         // how long a state is kept after the device left; > 0
 	// Binding returns the key of a device's binding in the route
 	// (route.Redis.BindingKey: "<conn> <instance> <node>", in the device's
-	// slot): a Lost push is not kept when the binding names an instance
-	// other than the push's Dead, since the device is back.
+	// slot): a push with Check is not kept when the binding names an
+	// instance other than the push's Dead, since the device is back.
 	Binding func(device string) string
 }
 
@@ -214,11 +214,12 @@ func (r *Redis) take(ctx context.Context, device string, resume uint32, keep boo
 // node is gone, and the login that takes the state numbers it. With
 // ARGV[3] "1" a missing state is created so (a durable push for a device
 // whose node died before it had state), expiring after ARGV[4] ms. With
-// ARGV[5], the instance of the node that died holding the device, and
 // KEYS[4], the device's binding, it appends nothing and returns 2 when the
-// binding names another instance: the device logged in again since.
+// binding names an instance other than ARGV[5] (the instance of the node
+// that died holding the device, or ""): the device logged in again since
+// it was looked up. The binding and the state share the device's slot.
 var appendPush = redis.NewScript(luaSeq + `
-if ARGV[5] ~= '' and KEYS[4] then
+if KEYS[4] then
 	local b = redis.call('GET', KEYS[4])
 	local inst = b and string.match(b, '^%S+ (%S+) ')
 	if inst and inst ~= ARGV[5] then
@@ -246,9 +247,9 @@ end
 return 1`)
 
 // Append records each push for its device, if the device has a state (or,
-// for a Lost push, creates one), in one pipeline. A Lost push whose state
-// another instance than Dead journals is not kept: the device is back.
-func (r *Redis) Append(ctx context.Context, pushes []Push) ([]bool, error) {
+// for a Lost push, creates one), in one pipeline. A push with Check whose
+// device is bound to another instance than Dead is not kept: it is back.
+func (r *Redis) Append(ctx context.Context, pushes []Push) ([]Kept, error) {
 	size := strconv.Itoa(r.size)
 	ttl := strconv.FormatInt(r.ttl.Milliseconds(), 10)
 	cmds, err := redisscript.Run(ctx, r.rdb, appendPush, len(pushes), func(i int) ([]string, []any) {
@@ -257,15 +258,15 @@ func (r *Redis) Append(ctx context.Context, pushes []Push) ([]bool, error) {
 			create = "1"
 		}
 		keys := r.keys(pushes[i].Device)
-		if pushes[i].Dead != "" && r.bind != nil {
+		if pushes[i].Check && r.bind != nil {
 			keys = append(keys, r.bind(pushes[i].Device))
 		}
 		return keys, []any{pushes[i].Frame, size, create, ttl, pushes[i].Dead}
 	})
-	kept := make([]bool, len(pushes))
+	kept := make([]Kept, len(pushes))
 	for i, c := range cmds {
 		n, cerr := c.Int64()
-		kept[i] = n == 1
+		kept[i] = Kept(n)
 		if err == nil && cerr != nil {
 			err = cerr
 		}

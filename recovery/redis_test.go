@@ -57,13 +57,13 @@ func (f *fakeShared) Take(_ context.Context, device string) (recovery.State, boo
 	return st, ok, nil
 }
 
-func (f *fakeShared) Append(_ context.Context, pushes []recovery.Push) ([]bool, error) {
+func (f *fakeShared) Append(_ context.Context, pushes []recovery.Push) ([]recovery.Kept, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.fail != nil {
 		return nil, f.fail
 	}
-	kept := make([]bool, len(pushes))
+	kept := make([]recovery.Kept, len(pushes))
 	for i, p := range pushes {
 		st, ok := f.states[p.Device]
 		if !ok {
@@ -72,7 +72,7 @@ func (f *fakeShared) Append(_ context.Context, pushes []recovery.Push) ([]bool, 
 		st.Seq++
 		st.Items = append(st.Items, recovery.Item{Seq: st.Seq, Frame: p.Frame})
 		f.states[p.Device] = st
-		kept[i] = true
+		kept[i] = recovery.Stored
 	}
 	return kept, nil
 }
@@ -115,8 +115,8 @@ func TestSharedDetachSavesAndAttachTakes(t *testing.T) {
 		t.Fatalf("saved %+v, %v; want seq 3 with pushes 2 and 3", st, ok)
 	}
 	// Forgotten on a: a push there now goes to the shared store.
-	if err := a.Keep(t.Context(), []string{"dev", "nobody"}, frame("p", 4), t0); err != nil {
-		t.Fatal(err)
+	if back, err := a.Keep(t.Context(), []string{"dev", "nobody"}, frame("p", 4), t0); err != nil || back != nil {
+		t.Fatalf("Keep = back %v, %v", back, err)
 	}
 	e2 := b.Attach("dev", t0)
 	if e2 == nil || e2.Seq() != 4 {
@@ -230,7 +230,7 @@ func TestRedisSharedStore(t *testing.T) {
 		t.Fatalf("Take of nothing = %v, %v", ok, err)
 	}
 	kept, err := r.Append(ctx, []recovery.Push{{Device: "dev", Frame: []byte("x")}})
-	if err != nil || kept[0] {
+	if err != nil || kept[0] != recovery.NoState {
 		t.Fatalf("Append without a state = %v, %v; want not kept", kept, err)
 	}
 	binary := []byte{0, 1, 2, 0xff, 0}
@@ -244,7 +244,7 @@ func TestRedisSharedStore(t *testing.T) {
 	}
 	pushes = append(pushes, recovery.Push{Device: "other", Frame: []byte("o")})
 	kept, err = r.Append(ctx, pushes)
-	if err != nil || !reflect.DeepEqual(kept, []bool{true, true, false}) {
+	if err != nil || !reflect.DeepEqual(kept, []recovery.Kept{recovery.Stored, recovery.Stored, recovery.NoState}) {
 		t.Fatalf("Append = %v, %v", kept, err)
 	}
 	// The appends keep the expiry Save set, on both keys.
@@ -323,8 +323,8 @@ func TestRedisResumeAcrossStores(t *testing.T) {
 	e := a.Acquire("dev")
 	record(t, e, "p", 2, 8)
 	a.Detach(e, t0)
-	if err := b.Keep(t.Context(), []string{"dev"}, frame("p", 3), t0); err != nil {
-		t.Fatal(err)
+	if back, err := b.Keep(t.Context(), []string{"dev"}, frame("p", 3), t0); err != nil || back != nil {
+		t.Fatalf("Keep = back %v, %v", back, err)
 	}
 	b.Offline("dev", frame("p", 4), t0)
 	b.Close() // flush the background append
