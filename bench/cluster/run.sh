@@ -27,6 +27,11 @@ bench() { # topology redis-flag masters
 	"$LL" -node A -redis "$flag" -listen 127.0.0.1:17100 -ws-listen "" -api-listen 127.0.0.1:17180 >"$OUT/$topo-A.log" 2>&1 & pids+=($!)
 	"$LL" -node B -redis "$flag" -listen 127.0.0.1:17200 -ws-listen "" -api-listen 127.0.0.1:17280 >"$OUT/$topo-B.log" 2>&1 & pids+=($!)
 	until curl -sf http://127.0.0.1:17180/readyz >/dev/null && curl -sf http://127.0.0.1:17280/readyz >/dev/null; do sleep 0.05; done
+	# Both registered (a Redis Cluster may still answer CLUSTERDOWN on
+	# some shard): each lists the other.
+	local key='Authorization: Bearer longlink-dev-api-key'
+	until curl -sf -H "$key" http://127.0.0.1:17180/v1/endpoints | grep -q '"node":"B"' &&
+		curl -sf -H "$key" http://127.0.0.1:17280/v1/endpoints | grep -q '"node":"A"'; do sleep 0.1; done
 	for i in 1 2 3; do
 		for run in cross same cross-ack same-ack; do
 			local nodes=127.0.0.1:17200 ack=()
