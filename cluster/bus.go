@@ -523,7 +523,9 @@ func (b *Bus) request(ctx context.Context, channel string, m Msg, want int) ([]R
 	}
 	b.stats.Published.Add(1)
 	receivers := int(n)
-	if want < 0 {
+	if want < 0 || want > receivers {
+		// No more answers can come than nodes received it: a message
+		// no node heard is answered at once, not after the timeout.
 		want = receivers
 	}
 	timer := time.NewTimer(b.timeout)

@@ -288,9 +288,14 @@ func TestBus(t *testing.T) {
 	if got := hb.log(); !slices.Equal(got, []string{"push b1 hi"}) {
 		t.Fatalf("b did %q", got)
 	}
-	// A node nobody listens for.
+	// A node nobody listens for: answered at once, not after the reply
+	// timeout (a login's takeover from a dead node waits on this).
+	timeouts := a.Stats().Timeouts.Load()
 	if _, err := a.Send(ctx, "nobody", cluster.Msg{Kind: cluster.KindPush, Devices: []string{"x"}}); !errors.Is(err, cluster.ErrNoReceiver) {
 		t.Fatalf("Send to a dead node: %v, want ErrNoReceiver", err)
+	}
+	if got := a.Stats().Timeouts.Load(); got != timeouts {
+		t.Fatalf("Send to a dead node waited for the reply timeout (timeouts %d → %d)", timeouts, got)
 	}
 	// A node that does not answer in time.
 	if _, err := a.Send(ctx, "c", cluster.Msg{Kind: cluster.KindKick, Device: "c1"}); !errors.Is(err, cluster.ErrNoReply) {
