@@ -409,3 +409,62 @@ func TestRegistryBeat(t *testing.T) {
 		t.Fatal("the node is no longer live for routing while its registration holds")
 	}
 }
+
+// TestRegistryEpoch restarts Redis empty: the nodes a registry knew stay
+// live for one TTL unless they re-register, so links and routes to them
+// are not dropped while they have not renewed yet; a node that does not
+// come back is dead after that TTL.
+func TestRegistryEpoch(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := client(t, srv)
+	ctx := t.Context()
+	const ttl = 1500 * time.Millisecond
+	a, b, c := newNode(t, rdb, "a", ttl), newNode(t, rdb, "b", ttl), newNode(t, rdb, "c", ttl)
+	for _, n := range []*node{a, b, c} {
+		if err := n.reg.Register(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.reg.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	srv.Restart() // an empty Redis: no registrations, no epoch
+	checkFor(t, 5*time.Second, func() error { return a.reg.Refresh(ctx) })
+	lost := time.Now()
+	if !a.reg.Live("b", "b-1") || !a.reg.Live("c", "c-1") {
+		t.Fatal("the nodes known before Redis lost its data are not live at once")
+	}
+	if _, ok := a.reg.Info("b"); !ok {
+		t.Fatal("no address for a node known before the loss")
+	}
+	// b comes back as a new instance: its new entry is the current one.
+	b.info.Instance = "b-2"
+	if err := b.reg.Register(ctx); err != nil {
+		t.Fatal(err)
+	}
+	a.reg.Refresh(ctx)
+	if !a.reg.Live("b", "b-2") || a.reg.Live("b", "b-1") {
+		t.Fatal("a re-registered node's new instance does not replace the carried one")
+	}
+	// c never comes back: dead once a TTL from the loss has passed.
+	checkFor(t, 2*ttl, func() error {
+		b.reg.Register(ctx) // b renews, as a live node does
+		a.reg.Refresh(ctx)
+		if a.reg.Live("c", "c-1") {
+			return errors.New("a node that never re-registered is still live")
+		}
+		return nil
+	})
+	if since := time.Since(lost); since < ttl-200*time.Millisecond {
+		t.Fatalf("c declared dead %v after the loss, before its TTL %v", since, ttl)
+	}
+	if !a.reg.Live("b", "b-2") {
+		t.Fatal("the re-registered node is gone with the carry-over")
+	}
+	// A second read of the same epoch carries nothing again.
+	b.reg.Deregister(ctx)
+	a.reg.Refresh(ctx)
+	if a.reg.Live("b", "b-2") {
+		t.Fatal("a deregistered node is live after the carry-over ended")
+	}
+}

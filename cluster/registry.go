@@ -3,10 +3,13 @@ package cluster
 import (
 	"cmp"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -97,9 +100,17 @@ type RegistryConfig struct {
 //	P {nodes}:beat:<id>  STRING  "1", expires after BeatTTL, set every BeatEvery
 //	P {nodes}            ZSET    node ids, scored by their last renewal (unix ms);
 //	                             an id whose node key is gone is removed by the next read
+//	P {nodes}:epoch      STRING  a random value, set by the first read that finds it missing
 //
 // A node is alive while its key exists and holds its current instance;
 // its endpoints are handed out (Nodes) while it also beats.
+//
+// The epoch tells a node that died from one whose registration Redis lost
+// with all its data (a restart without persistence): when a read finds a
+// new epoch, the nodes the cache held are presumed alive for one TTL
+// unless they re-register meanwhile, as a live node does at its next
+// renewal. Without it every node would see every other dead until their
+// renewals, and drop their links and routes for that while.
 type Registry struct {
 	rdb      redis.UniversalClient
 	prefix   string
@@ -115,6 +126,9 @@ type Registry struct {
 	live       atomic.Pointer[map[string]NodeInfo] // the cache: node id → info
 	fetchedAt  atomic.Int64                        // unix nanos when the cache's read started
 	fetchMu    sync.Mutex                          // one read of the live set at a time
+	epoch      string                              // the epoch at the last read; under fetchMu
+	carried    map[string]NodeInfo                 // nodes known before Redis lost its data, not re-registered since; under fetchMu
+	carryUntil time.Time                           // when carried is dropped; under fetchMu
 	lastErr    atomic.Pointer[string]              // last renewal error logged, to log changes only
 }
 
@@ -156,6 +170,7 @@ func NewRegistry(cfg RegistryConfig, self func() NodeInfo) *Registry {
 func (r *Registry) nodeKey(id string) string { return r.prefix + "{nodes}:node:" + id }
 func (r *Registry) indexKey() string         { return r.prefix + "{nodes}" }
 func (r *Registry) beatKey(id string) string { return r.prefix + "{nodes}:beat:" + id }
+func (r *Registry) epochKey() string         { return r.prefix + "{nodes}:epoch" }
 
 // TTL is the registration lifetime.
 func (r *Registry) TTL() time.Duration { return r.ttl }
@@ -218,12 +233,18 @@ func (r *Registry) Deregister(ctx context.Context) error {
 	return err
 }
 
-// readLive returns the registration of every live node, each followed by
-// "1" or "0" for whether it beats, and removes from the index the ids
-// whose registration expired.
+// readLive returns the epoch (setting it to ARGV[3] when missing), then
+// the registration of every live node, each followed by "1" or "0" for
+// whether it beats, and removes from the index the ids whose
+// registration expired.
 var readLive = redis.NewScript(`
+local epoch = redis.call('GET', KEYS[2])
+if not epoch then
+	epoch = ARGV[3]
+	redis.call('SET', KEYS[2], epoch)
+end
+local out = {epoch}
 local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
-local out = {}
 for _, id in ipairs(ids) do
 	local v = redis.call('GET', ARGV[1] .. id)
 	if v then
@@ -243,12 +264,16 @@ func (r *Registry) Refresh(ctx context.Context) error {
 }
 
 func (r *Registry) fetch(ctx context.Context) error {
-	started := time.Now().UnixNano()
-	vals, err := readLive.Run(ctx, r.rdb, []string{r.indexKey()}, r.nodeKey(""), r.beatKey("")).StringSlice()
-	if err != nil && !errors.Is(err, redis.Nil) {
+	started := time.Now()
+	vals, err := readLive.Run(ctx, r.rdb, []string{r.indexKey(), r.epochKey()}, r.nodeKey(""), r.beatKey(""), newEpoch()).StringSlice()
+	if err == nil && len(vals) == 0 {
+		err = errors.New("no epoch in the answer")
+	}
+	if err != nil {
 		// Keep the last known set.
 		return fmt.Errorf("cluster: reading the live nodes: %w", err)
 	}
+	epoch, vals := vals[0], vals[1:]
 	m := make(map[string]NodeInfo, len(vals)/2)
 	for i := 0; i+1 < len(vals); i += 2 {
 		var n NodeInfo
@@ -258,6 +283,14 @@ func (r *Registry) fetch(ctx context.Context) error {
 		}
 	}
 	self := r.self()
+	if r.epoch != "" && epoch != r.epoch {
+		r.carried = maps.Clone(*r.live.Load())
+		delete(r.carried, self.Node)
+		r.carryUntil = started.Add(r.ttl)
+		r.log.Warn("cluster: Redis lost the registry (restarted empty?); the nodes known before are presumed alive until they re-register", "nodes", len(r.carried), "for", r.ttl)
+	}
+	r.epoch = epoch
+	r.carry(m, started)
 	self.Beating = true // we know we are alive
 	if n, ok := m[self.Node]; ok {
 		n.Beating = true
@@ -272,8 +305,34 @@ func (r *Registry) fetch(ctx context.Context) error {
 		}
 	}
 	r.live.Store(&m)
-	r.fetchedAt.Store(started)
+	r.fetchedAt.Store(started.UnixNano())
 	return nil
+}
+
+// carry adds to m the nodes known before Redis lost the registry that have
+// not re-registered since, until their TTL from the loss passes.
+func (r *Registry) carry(m map[string]NodeInfo, now time.Time) {
+	if len(r.carried) == 0 {
+		return
+	}
+	if now.After(r.carryUntil) {
+		r.carried = nil
+		return
+	}
+	for id, n := range r.carried {
+		if _, ok := m[id]; ok {
+			delete(r.carried, id) // registered again: its own entry is current
+			continue
+		}
+		m[id] = n
+	}
+}
+
+// newEpoch returns a fresh random epoch.
+func newEpoch() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // update changes a copy of the cache.
