@@ -5,10 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
+	"regexp"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,9 +24,10 @@ import (
 )
 
 // The devices role: n raw-protocol devices in this process. Device i
-// logs in on addrs[(first+i) % len(addrs)], a member of group by its
-// token. When its connection dies it waits a full-jitter backoff, asks a
-// random API for the endpoints, dials one of the TCP ones at random (the
+// logs in on addrs[(first+i) % len(addrs)] from a source address of its
+// own, a member of group by its token. When its connection dies it waits
+// a full-jitter backoff, asks the APIs for the endpoints (the next one
+// when one does not answer), dials one of the TCP ones at random (the
 // first is the least loaded as of a second ago: every device taking it
 // would overflow it) and logs in with resume. It acks what asks for an
 // ack and counts what it receives by the data's first byte: b
@@ -43,10 +47,31 @@ type devicesConfig struct {
 	apiKey  string
 	backoff time.Duration
 	maxWait time.Duration
+	profile string // a CPU profile of the first 15 s after a device of this process lost its connection
+}
+
+// stormProfile writes a CPU profile of the storm to path, once: from the
+// first lost connection, for 15 s.
+var stormProfile sync.Once
+
+func profileStorm(path string) {
+	stormProfile.Do(func() {
+		f, err := os.Create(path)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "profile:", err)
+			return
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, "profile:", err)
+			return
+		}
+		time.AfterFunc(15*time.Second, func() { pprof.StopCPUProfile(); f.Close() })
+	})
 }
 
 type device struct {
 	id    string
+	src   net.IP // its own loopback source address, as each phone has its own
 	cfg   *devicesConfig
 	bcast atomic.Int64
 	group atomic.Int64
@@ -71,6 +96,7 @@ type report struct {
 	Durable   map[string]map[string]int `json:"durable"` // device → id → times
 	LoginsMS  []float64                 `json:"logins_ms"`
 	Failures  int                       `json:"failures"` // failed attempts
+	FailWhy   map[string]int            `json:"fail_why"` // failed attempts by error, the local address left out
 }
 
 type moved struct {
@@ -88,7 +114,7 @@ func runDevices(cfg *devicesConfig, deadline time.Duration) error {
 	var failed atomic.Int64
 	sem := make(chan struct{}, 200)
 	for i := range devs {
-		d := &device{id: cfg.prefix + strconv.Itoa(cfg.first+i), cfg: cfg, durable: map[string]int{}}
+		d := &device{id: cfg.prefix + strconv.Itoa(cfg.first+i), src: sourceIP(cfg.first + i), cfg: cfg, durable: map[string]int{}}
 		devs[i] = d
 		addr := cfg.addrs[(cfg.first+i)%len(cfg.addrs)]
 		ready.Add(1)
@@ -132,6 +158,9 @@ func runDevices(cfg *devicesConfig, deadline time.Duration) error {
 
 func collect(devs []*device) report {
 	r := report{Devices: len(devs), Connected: int(connected.Load()), Durable: map[string]map[string]int{}}
+	failures.Lock()
+	r.FailWhy = maps.Clone(failures.why)
+	failures.Unlock()
 	for _, d := range devs {
 		r.Broadcast += d.bcast.Load()
 		r.Group += d.group.Load()
@@ -144,7 +173,7 @@ func collect(devs []*device) report {
 			r.Moved = append(r.Moved, m)
 		}
 		if len(d.durable) > 0 {
-			r.Durable[d.id] = maps(d.durable)
+			r.Durable[d.id] = maps.Clone(d.durable)
 		}
 		for _, l := range d.logins {
 			r.LoginsMS = append(r.LoginsMS, float64(l.Microseconds())/1000)
@@ -155,21 +184,14 @@ func collect(devs []*device) report {
 	return r
 }
 
-func maps(m map[string]int) map[string]int {
-	c := make(map[string]int, len(m))
-	for k, v := range m {
-		c[k] = v
-	}
-	return c
-}
-
 // login dials addr and logs the device in, resuming from its last seq.
 func (d *device) login(addr string) (net.Conn, *bufio.Reader, error) {
 	tok, err := auth.Mint([]byte(d.cfg.secret), auth.Claims{Device: d.id, Groups: []string{d.cfg.group}, Expires: time.Now().Add(time.Hour)})
 	if err != nil {
 		return nil, nil, err
 	}
-	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	dialer := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: d.src}}
+	nc, err := dialer.Dial("tcp", addr)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -207,6 +229,9 @@ func (d *device) serve(nc net.Conn, r *bufio.Reader) {
 		connected.Add(-1)
 		d.mu.Lock()
 		d.lostAt, d.backAt, d.tries = time.Now(), time.Time{}, 0
+		if d.cfg.profile != "" {
+			go profileStorm(d.cfg.profile)
+		}
 		d.mu.Unlock()
 		nc, r = d.reconnect()
 	}
@@ -234,13 +259,53 @@ func (d *device) reconnect() (net.Conn, *bufio.Reader) {
 		d.mu.Lock()
 		d.failures++
 		d.mu.Unlock()
+		failWhy(err)
 	}
 }
 
-// endpoint asks a random API for the endpoints and picks a TCP one at
-// random.
+// failures counts failed attempts by their error, local address left out, so
+// that the report says what made devices try again.
+var failures struct {
+	sync.Mutex
+	why map[string]int
+}
+
+// localAddr matches a connection's own address in an error.
+var localAddr = regexp.MustCompile(`[0-9.]+:[0-9]+->`)
+
+func failWhy(err error) {
+	k := localAddr.ReplaceAllString(err.Error(), "")
+	failures.Lock()
+	if failures.why == nil {
+		failures.why = map[string]int{}
+	}
+	failures.why[k]++
+	failures.Unlock()
+}
+
+// sourceIP is device i's source address: 127.1.0.1 onwards, 250 per /24,
+// so that the gateway's per-source limits (-max-unauth-per-ip and the
+// rest) see many devices, not one address, as they would in the field.
+func sourceIP(i int) net.IP {
+	return net.IPv4(127, byte(1+i/62500), byte(i/250%250), byte(1+i%250))
+}
+
+// endpoint asks the APIs for the endpoints, in a random order, each for
+// at most a second, and picks a TCP endpoint of the first answer at
+// random: a device (or its app's backend) tries the next address when one
+// does not answer, as the SDK does.
 func (d *device) endpoint() (string, error) {
-	api := d.cfg.apis[rand.N(len(d.cfg.apis))]
+	var err error
+	for _, i := range rand.Perm(len(d.cfg.apis)) {
+		var addr string
+		if addr, err = d.endpointFrom(d.cfg.apis[i]); err == nil {
+			return addr, nil
+		}
+	}
+	return "", err
+}
+
+func (d *device) endpointFrom(api string) (string, error) {
 	req, _ := http.NewRequest("GET", api+"/v1/endpoints", nil)
 	req.Header.Set("Authorization", "Bearer "+d.cfg.apiKey)
 	resp, err := httpClient.Do(req)
@@ -266,7 +331,11 @@ func (d *device) endpoint() (string, error) {
 	return tcp[rand.N(len(tcp))], nil
 }
 
-var httpClient = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+// httpClient asks for endpoints through at most 64 connections per API,
+// as an app's backend that looks them up for its devices would: 18,000
+// devices each opening their own would take the API's -api-max-conns
+// from the businesses.
+var httpClient = &http.Client{Timeout: time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64, MaxConnsPerHost: 64}}
 
 // read handles frames until the connection fails: pushes counted and
 // acked, a PING every 20 s of silence.

@@ -26,6 +26,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -51,6 +52,7 @@ func main() {
 	first := flag.Int("first", 0, "devices: index of the first device")
 	n := flag.Int("n", 1000, "devices: how many")
 	deadline := flag.Duration("deadline", 10*time.Minute, "devices: exit after this long whatever happens")
+	profile := flag.String("profile", "", "devices: write a CPU profile of the storm's first 15 s here; orchestrate: a directory for the generators' profiles")
 	// orchestrate
 	ll := flag.String("ll", "", "the longlink binary (required)")
 	nodes := flag.Int("nodes", 6, "gateway nodes")
@@ -62,13 +64,14 @@ func main() {
 	batch := flag.Int("batch", 50, "devices per durable push call")
 	out := flag.String("out", "/tmp/bench-scale", "directory for logs")
 	port := flag.Int("port", 18000, "first port: Redis, then 3 per node")
+	nodeArgs := flag.String("node-args", "", "more flags for every node, space-separated (e.g. \"-pprof open\")")
 	flag.Parse()
 
 	if *role == "devices" {
 		cfg := &devicesConfig{
 			addrs: strings.Split(*addrs, ","), apis: strings.Split(*apis, ","), first: *first, n: *n,
 			prefix: "dev-", group: "everyone", secret: devSecret, apiKey: devAPIKey,
-			backoff: 200 * time.Millisecond, maxWait: 2 * time.Second,
+			backoff: 200 * time.Millisecond, maxWait: 2 * time.Second, profile: *profile,
 		}
 		if err := runDevices(cfg, *deadline); err != nil {
 			fmt.Fprintln(os.Stderr, err)
@@ -80,7 +83,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "scale: -ll is required")
 		os.Exit(2)
 	}
-	o := &orchestra{how: map[string]string{}, ll: *ll, out: *out, port: *port, nodes: *nodes, devices: *devices, gens: *gens, maxConns: *maxConns}
+	o := &orchestra{how: map[string]string{}, profile: *profile, nodeArgs: strings.Fields(*nodeArgs), ll: *ll, out: *out, port: *port, nodes: *nodes, devices: *devices, gens: *gens, maxConns: *maxConns}
 	defer o.cleanup()
 	ok, err := o.run(*pushes, *stormCalls, *batch)
 	o.cleanup()
@@ -102,6 +105,8 @@ type orchestra struct {
 	tcp, api                   []string
 	gen                        []*genProc
 	how                        map[string]string // device/id → what the API said
+	nodeArgs                   []string          // -node-args
+	profile                    string            // -profile
 }
 
 type genProc struct {
@@ -150,10 +155,11 @@ func (o *orchestra) run(pushes, stormCalls, batch int) (bool, error) {
 		p := o.port + 1 + 3*i
 		o.tcp = append(o.tcp, "127.0.0.1:"+strconv.Itoa(p))
 		o.api = append(o.api, "http://127.0.0.1:"+strconv.Itoa(p+1))
-		cmd, err := o.start(fmt.Sprintf("node%d", i), o.ll, "-node", fmt.Sprintf("n%d", i), "-redis", redisAddr,
-			"-listen", o.tcp[i], "-ws-listen", "", "-api-listen", "127.0.0.1:"+strconv.Itoa(p+1),
-			"-link-listen", "127.0.0.1:"+strconv.Itoa(p+2), "-max-conns", strconv.Itoa(o.maxConns),
-			"-rate", "0", "-node-ttl", "15s", "-log-level", "info")
+		args := append([]string{o.ll, "-node", fmt.Sprintf("n%d", i), "-redis", redisAddr,
+			"-listen", o.tcp[i], "-ws-listen", "", "-api-listen", "127.0.0.1:" + strconv.Itoa(p+1),
+			"-link-listen", "127.0.0.1:" + strconv.Itoa(p+2), "-max-conns", strconv.Itoa(o.maxConns),
+			"-rate", "0", "-node-ttl", "15s", "-log-level", "info"}, o.nodeArgs...)
+		cmd, err := o.start(fmt.Sprintf("node%d", i), args...)
 		if err != nil {
 			return false, err
 		}
@@ -181,6 +187,9 @@ func (o *orchestra) run(pushes, stormCalls, batch int) (bool, error) {
 	for g := range o.gens {
 		cmd := exec.Command(self, "-role", "devices", "-addrs", strings.Join(o.tcp, ","), "-apis", strings.Join(o.api, ","),
 			"-first", strconv.Itoa(g*per), "-n", strconv.Itoa(per))
+		if o.profile != "" {
+			cmd.Args = append(cmd.Args, "-profile", filepath.Join(o.profile, fmt.Sprintf("gen%d.pprof", g)))
+		}
 		in, _ := cmd.StdinPipe()
 		stdout, _ := cmd.StdoutPipe()
 		log, _ := os.Create(filepath.Join(o.out, fmt.Sprintf("gen%d.log", g)))
@@ -233,10 +242,7 @@ func (o *orchestra) run(pushes, stormCalls, batch int) (bool, error) {
 	stopWatch := make(chan struct{})
 	go func() { maxConns <- watchConns(live, stopWatch) }()
 	_ = o.node[victim].Process.Signal(syscall.SIGKILL)
-	sent, err := o.durablePushes(live, theirs, stormCalls, batch)
-	if err != nil {
-		return false, err
-	}
+	st := o.durablePushes(live, theirs, stormCalls, batch)
 	// Settle: every device back, bounded.
 	var reps []report
 	settle := time.Now().Add(60 * time.Second)
@@ -254,14 +260,18 @@ func (o *orchestra) run(pushes, stormCalls, batch int) (bool, error) {
 				}
 			}
 		}
-		if (moved >= len(theirs) && back == moved && durableDone(reps, sent)) || time.Now().After(settle) {
+		if (moved >= len(theirs) && back == moved && durableDone(reps, st.sent)) || time.Now().After(settle) {
 			break
 		}
 		time.Sleep(500 * time.Millisecond) // poll interval
 	}
 	close(stopWatch)
 	peak := <-maxConns
-	return o.summary(total, bps, gps, theirs, reps, sent, peak), nil
+	if err := waitRedis(redisAddr, 2*time.Second); err != nil {
+		fmt.Printf("after the storm: %v (see %s)\n", err, filepath.Join(o.out, "redis.log"))
+		return false, nil
+	}
+	return o.summary(total, bps, gps, theirs, reps, st, peak), nil
 }
 
 func waitReady(api string, within time.Duration) error {
@@ -376,11 +386,19 @@ func (o *orchestra) fanout(name, path string, count, devices int, got func(repor
 	}
 }
 
+// storm is what the durable pushes sent during the storm came to.
+type storm struct {
+	sent   map[string][]string // device → ids of the calls the API accepted
+	failed int                 // calls the API answered with an error or not at all
+	callMS []float64           // each call's round trip, accepted or not
+}
+
 // durablePushes sends calls ack:true pushes, each to batch of devices in
-// turn, through the live APIs in turn, as fast as they answer; it
-// returns device → ids sent.
-func (o *orchestra) durablePushes(apis, devices []string, calls, batch int) (map[string][]string, error) {
-	sent := map[string][]string{}
+// turn, through the live APIs in turn, as fast as they answer. A call that
+// fails is counted and not retried: a business would retry it, and the
+// goal is that the API never fails during a storm.
+func (o *orchestra) durablePushes(apis, devices []string, calls, batch int) storm {
+	st := storm{sent: map[string][]string{}}
 	for i := range calls {
 		ds := make([]string, 0, batch)
 		for j := range batch {
@@ -392,14 +410,20 @@ func (o *orchestra) durablePushes(apis, devices []string, calls, batch int) (map
 			Offline   []string
 			Unrouted  []string
 		}
-		if err := apiCall(apis[i%len(apis)], "/v1/push", map[string]any{"devices": ds, "biz": 1, "ack": true, "data": "d" + id + " "}, &res); err != nil {
-			return nil, fmt.Errorf("durable push %d: %w", i, err)
+		api := apis[i%len(apis)]
+		t0 := time.Now()
+		err := apiCall(api, "/v1/push", map[string]any{"devices": ds, "biz": 1, "ack": true, "data": "d" + id + " "}, &res)
+		st.callMS = append(st.callMS, float64(time.Since(t0).Microseconds())/1000)
+		if err != nil {
+			st.failed++
+			fmt.Printf("durable push %d via %s failed after %v: %v\n", i, api, time.Since(t0).Round(time.Millisecond), err)
+			continue
 		}
 		if len(res.Unrouted) > 0 {
 			fmt.Printf("durable push %d: %d unrouted\n", i, len(res.Unrouted))
 		}
 		for _, d := range ds {
-			sent[d] = append(sent[d], id)
+			st.sent[d] = append(st.sent[d], id)
 			how := "delivered"
 			if slices.Contains(res.Offline, d) {
 				how = "offline"
@@ -407,10 +431,10 @@ func (o *orchestra) durablePushes(apis, devices []string, calls, batch int) (map
 			if slices.Contains(res.Unrouted, d) {
 				how = "unrouted"
 			}
-			o.how[d+"/"+id] = how + " via " + apis[i%len(apis)] + " at " + time.Now().Format("15:04:05.000")
+			o.how[d+"/"+id] = how + " via " + api + " at " + t0.Format("15:04:05.000")
 		}
 	}
-	return sent, nil
+	return st
 }
 
 func durableDone(reps []report, sent map[string][]string) bool {
@@ -465,8 +489,13 @@ func apiGet(api, path string, out any) error {
 	return do(req, out)
 }
 
+// apiClient is the business's: a push during a storm may wait for logins
+// under way (5 s at most) and its journal (2 s), so it allows more than
+// the devices' client does.
+var apiClient = &http.Client{Timeout: 30 * time.Second}
+
 func do(req *http.Request, out any) error {
-	resp, err := httpClient.Do(req)
+	resp, err := apiClient.Do(req)
 	if err != nil {
 		return err
 	}
@@ -479,7 +508,7 @@ func do(req *http.Request, out any) error {
 }
 
 // summary prints the table and checks the goals.
-func (o *orchestra) summary(total int, bps, gps float64, theirs []string, reps []report, sent map[string][]string, peak int) bool {
+func (o *orchestra) summary(total int, bps, gps float64, theirs []string, reps []report, st storm, peak int) bool {
 	var after, logins []float64
 	tries, maxTries, moved, back := 0, 0, 0, 0
 	for _, r := range reps {
@@ -495,7 +524,7 @@ func (o *orchestra) summary(total int, bps, gps float64, theirs []string, reps [
 		logins = append(logins, r.LoginsMS...)
 	}
 	var pushes, once, missing, dup int
-	for d, ids := range sent {
+	for d, ids := range st.sent {
 		for _, id := range ids {
 			pushes++
 			n := 0
@@ -533,7 +562,20 @@ func (o *orchestra) summary(total int, bps, gps float64, theirs []string, reps [
 		percentile(after, 50), percentile(after, 99), lastBack, check(lastBack <= 10000 && back > 0, "slower than 10 s"))
 	fmt.Printf("| login round trip during the storm | p50 %.1f ms, p99 %.1f ms (%d logins) | reported |\n", percentile(logins, 50), percentile(logins, 99), len(logins))
 	fmt.Printf("| tries per device | mean %.2f, max %d | |\n", float64(tries)/float64(max(moved, 1)), maxTries)
+	why := map[string]int{}
+	for _, r := range reps {
+		for k, n := range r.FailWhy {
+			why[k] += n
+		}
+	}
+	keys := slices.Collect(maps.Keys(why))
+	slices.SortFunc(keys, func(a, b string) int { return why[b] - why[a] })
+	for _, k := range keys[:min(len(keys), 5)] {
+		fmt.Printf("| failed tries: %s | %d | |\n", k, why[k])
+	}
 	fmt.Printf("| most connections on a live node | %d (-max-conns %d) | ≤ -max-conns: %s |\n", peak, o.maxConns, check(peak <= o.maxConns, "over -max-conns"))
-	fmt.Printf("| durable pushes during the storm | %d sent, %d once, %d missing, %d twice or more | all once: %s |\n", pushes, once, missing, dup, check(missing == 0 && dup == 0, "lost or repeated"))
+	fmt.Printf("| durable push calls during the storm | %d calls, %d failed; round trip p50 %.1f ms, p99 %.1f ms, max %.0f ms | none failed: %s |\n",
+		len(st.callMS), st.failed, percentile(st.callMS, 50), percentile(st.callMS, 99), percentile(st.callMS, 100), check(st.failed == 0, "calls failed"))
+	fmt.Printf("| durable pushes during the storm | %d accepted, %d once, %d missing, %d twice or more | all once: %s |\n", pushes, once, missing, dup, check(missing == 0 && dup == 0, "lost or repeated"))
 	return ok
 }
