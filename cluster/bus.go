@@ -26,8 +26,9 @@ type Handler interface {
 	// up no other message. The others are missing (kept here for resume)
 	// or moved (a login of theirs is under way: not kept, the sender routes
 	// them anew); with cached (Msg.Cached) all of them are missing and not
-	// kept, and the sender routes them anew.
-	Deliver(devices []string, frame []byte, cached bool, answer func(missing, moved []string))
+	// kept, and the sender routes them anew. A durable push is journaled
+	// with mark (Msg.Mark).
+	Deliver(devices []string, frame []byte, cached bool, mark string, answer func(missing, moved []string))
 	// DeliverGroup pushes frame to the members of group connected here
 	// and returns how many.
 	DeliverGroup(group string, frame []byte) int
@@ -384,7 +385,7 @@ func carryOut(h Handler, e envelope, kickTimeout time.Duration, reply func(Reply
 	var r Reply
 	switch e.kind {
 	case KindPush:
-		h.Deliver(e.msg.Devices, e.msg.Frame, e.msg.Cached, func(missing, moved []string) {
+		h.Deliver(e.msg.Devices, e.msg.Frame, e.msg.Cached, e.msg.Mark, func(missing, moved []string) {
 			reply(Reply{Missing: missing, Moved: moved})
 		})
 		return

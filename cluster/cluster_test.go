@@ -208,7 +208,7 @@ func (h *handler) log() []string {
 	return slices.Clone(h.got)
 }
 
-func (h *handler) Deliver(devices []string, frame []byte, cached bool, answer func(missing, moved []string)) {
+func (h *handler) Deliver(devices []string, frame []byte, cached bool, mark string, answer func(missing, moved []string)) {
 	var missing []string
 	for _, d := range devices {
 		if h.local[d] {

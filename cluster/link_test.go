@@ -21,7 +21,7 @@ type linkHandler struct {
 	kicked chan string
 }
 
-func (h *linkHandler) Deliver(devices []string, frame []byte, cached bool, answer func(missing, moved []string)) {
+func (h *linkHandler) Deliver(devices []string, frame []byte, cached bool, mark string, answer func(missing, moved []string)) {
 	var missing []string
 	h.mu.Lock()
 	for _, d := range devices {

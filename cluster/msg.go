@@ -52,6 +52,10 @@ type Msg struct {
 	// receiver is answered missing and not kept there, and the sender
 	// looks it up and routes it anew.
 	Cached bool
+	// Mark (KindPush, durable pushes): a key unique to this request that
+	// the receiver journals with each delivery, so that a sender that got
+	// no answer can tell later whether the receiver journaled the push.
+	Mark string
 }
 
 // Reply is a node's answer to a request.
@@ -95,6 +99,7 @@ func (e *envelope) appendTo(b []byte) []byte {
 		b = appendStrings(b, e.msg.Devices)
 		b = appendBytes(b, e.msg.Frame)
 		b = appendBool(b, e.msg.Cached)
+		b = appendString(b, e.msg.Mark)
 	case KindGroup:
 		b = appendString(b, e.msg.Group)
 		b = appendBytes(b, e.msg.Frame)
@@ -136,6 +141,7 @@ func decode(b []byte) (envelope, error) {
 		e.msg.Devices = d.strings()
 		e.msg.Frame = d.bytes()
 		e.msg.Cached = d.bool()
+		e.msg.Mark = d.string()
 	case KindGroup:
 		e.msg.Group = d.string()
 		e.msg.Frame = d.bytes()

@@ -9,7 +9,7 @@ func TestEnvelopeRoundTrip(t *testing.T) {
 	frame := []byte{'L', 'K', 1, 7, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0xff, 0}
 	for _, e := range []envelope{
 		{kind: KindPush, id: 1, node: "a", instance: "i1", msg: Msg{Kind: KindPush, Devices: []string{"d1", "d2", ""}, Frame: frame}},
-		{kind: KindPush, id: 2, node: "a", instance: "i1", msg: Msg{Kind: KindPush, Devices: []string{"d1"}, Frame: frame, Cached: true}},
+		{kind: KindPush, id: 2, node: "a", instance: "i1", msg: Msg{Kind: KindPush, Devices: []string{"d1"}, Frame: frame, Cached: true, Mark: "i1.2"}},
 		{kind: KindGroup, id: 1 << 40, node: "node a", instance: "i", msg: Msg{Kind: KindGroup, Group: "room", Frame: frame}},
 		{kind: KindAll, node: "a", instance: "i", msg: Msg{Kind: KindAll, Frame: []byte{}}},
 		{kind: KindKick, id: 9, node: "a", instance: "i", msg: Msg{Kind: KindKick, Device: "d", Conn: 1 << 62, Status: 9, Reason: "dup", Settle: true}},

@@ -245,7 +245,7 @@ func (c *Conn) StampPush(frame []byte, p *downstream.Push) {
 	seq := e.Record(p.Frame, c.hub.opts.RecoverSize)
 	codec.SetSeq(frame, seq)
 	if p.Durable != nil {
-		c.hub.rec.Journal(c.device, seq, p.Frame, p.Durable.Done)
+		c.hub.rec.Journal(c.device, seq, p.Frame, p.Mark, p.Durable.Done)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -22,6 +23,15 @@ func (s *server) durablePush(device, data string) clusterResult {
 	return res
 }
 
+// durablePair starts nodes A and B on top and logs device in on A.
+func durablePair(t *testing.T, top redistest.Topology, device string) (a, b *server, d *client) {
+	t.Helper()
+	a = startClusterNode(t, top, "A")
+	b = startClusterNode(t, top, "B")
+	d, _ = loggedIn(t, a, device)
+	return a, b, d
+}
+
 // TestClusterDurablePushes: ack:true pushes outlive the node that held
 // the device. A device on A reads and acks 5 pushes, then stops reading;
 // 30 more come through B; A is killed; 5 more come through B at once. The
@@ -30,10 +40,8 @@ func (s *server) durablePush(device, data string) clusterResult {
 // crash); a later push has a higher seq.
 func TestClusterDurablePushes(t *testing.T) {
 	forTopologies(t, func(t *testing.T, top redistest.Topology) {
-		a := startClusterNode(t, top, "A")
-		b := startClusterNode(t, top, "B")
 		const device = "durable-dev"
-		d, _ := loggedIn(t, a, device)
+		a, b, d := durablePair(t, top, device)
 		for i := 1; i <= 5; i++ {
 			if res := b.durablePush(device, fmt.Sprintf("m%d", i)); res.Delivered != 1 {
 				t.Fatalf("push %d through B: %+v, want delivered", i, res)
@@ -91,5 +99,39 @@ func TestClusterDurablePushes(t *testing.T) {
 		if f := c.clWantPush(0, "later"); f.Seq <= last {
 			t.Fatalf("a later push has seq %d, not above the resumed %d", f.Seq, last)
 		}
+	})
+}
+
+// TestClusterDurableUnanswered: a durable push that reached the device's
+// node, which died before it journaled or answered it, is not lost. A is
+// stopped (SIGSTOP: it reads nothing more, and stops beating); a push
+// through B is written to A's link and gets no answer; B waits until A
+// stops beating and keeps the push in Redis, answering the device
+// offline; A is killed; the device resumes on B and gets the push once.
+func TestClusterDurableUnanswered(t *testing.T) {
+	forTopologies(t, func(t *testing.T, top redistest.Topology) {
+		const device = "unanswered-dev"
+		a, b, d := durablePair(t, top, device)
+		if res := b.durablePush(device, "m1"); res.Delivered != 1 {
+			t.Fatalf("push through B: %+v, want delivered", res)
+		}
+		d.clWantPush(1, "m1")
+		d.send(codec.Header{Op: codec.OpPushAck, Seq: 1}, nil, nil)
+		if err := a.Cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		res := b.durablePush(device, "m2")
+		if res.Delivered != 0 || !slices.Equal(res.Offline, []string{device}) || len(res.Unrouted) != 0 {
+			t.Fatalf("push through B to the stopped A: %+v, want the device offline (kept in Redis), not delivered", res)
+		}
+		a.Kill()
+		c := dial(t, b.TCP)
+		if ack := c.login(token(t, device, time.Hour), "resume", "1"); ack.Status != codec.StatusOK {
+			t.Fatalf("login on B: %v", ack.Status)
+		}
+		if f := c.read(5 * time.Second); f.Op != codec.OpPush || string(f.Body) != "m2" || f.Seq <= 1 {
+			t.Fatalf("resumed: %v seq %d %q, want PUSH m2 with a seq above 1", f.Op, f.Seq, f.Body)
+		}
+		c.clQuiet() // once
 	})
 }

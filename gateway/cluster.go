@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -64,6 +65,7 @@ type clusterNode struct {
 	noReply   atomic.Uint64 // deliveries presumed done: the node got the push but did not answer in time
 	cached    atomic.Uint64 // deliveries to the node the route cache named
 	stale     atomic.Uint64 // route cache guesses that failed
+	marks     atomic.Uint64 // the last durable push mark (Msg.Mark) handed out
 }
 
 // connKey names one connection of a device on this node.
@@ -412,9 +414,9 @@ func (cl *clusterNode) Kick(ctx context.Context, device string, id uint64, statu
 // journaled; an answer that waits (a journal, a login) waits on a
 // goroutine of its own: the bus or link goes on with the next message
 // meanwhile.
-func (cl *clusterNode) Deliver(devices []string, frame []byte, cached bool, answer func(missing, moved []string)) {
+func (cl *clusterNode) Deliver(devices []string, frame []byte, cached bool, mark string, answer func(missing, moved []string)) {
 	g := cl.g
-	p := &downstream.Push{Frame: frame}
+	p := &downstream.Push{Frame: frame, Mark: mark}
 	g.makeDurable(p)
 	var missing, waiting []string
 	for _, d := range devices {
@@ -568,9 +570,17 @@ func (cl *clusterNode) PushElsewhere(ctx context.Context, devices []string, fram
 				}
 				rest = append(append(rest, a.reply.Missing...), a.reply.Moved...)
 			case errors.Is(a.err, cluster.ErrNoReply):
-				res.Delivered += len(a.devices)
-				cl.noReply.Add(uint64(len(a.devices)))
-				cl.log.Warn("cluster: a node received a push but did not answer in time; counted as delivered", "node", a.node, "devices", len(a.devices))
+				delivered, kept, back, err := cl.unanswered(ctx, a, frame)
+				if err != nil {
+					delivered, kept, back = nil, nil, a.devices // routed again, as the others
+				}
+				cl.countNoReply(a.node, delivered)
+				res.Delivered += len(delivered)
+				res.Offline = append(res.Offline, kept...)
+				for _, d := range back {
+					cl.routes.forget(d)
+				}
+				rest = append(rest, back...)
 			default:
 				cl.stale.Add(uint64(len(a.devices)))
 				for _, d := range a.devices {
@@ -676,17 +686,24 @@ func (cl *clusterNode) pushRouted(ctx context.Context, devices []string, frame [
 			again = append(again, a.reply.Moved...)
 			cl.remember(a.devices, a.reply.Missing, a.reply.Moved, a.node)
 		case errors.Is(a.err, cluster.ErrNoReply):
-			// The node received the push and did not answer in time: it
-			// is counted as delivered, not sent again.
-			res.Delivered += len(a.devices)
-			cl.noReply.Add(uint64(len(a.devices)))
-			cl.log.Warn("cluster: a node received a push but did not answer in time; counted as delivered", "node", a.node, "devices", len(a.devices))
+			// The node received the push and did not answer in time.
+			delivered, kept, back, err := cl.unanswered(ctx, a, frame)
+			if err != nil {
+				cl.log.Warn("cluster: a node died holding a durable push, and keeping it failed; its devices are unrouted", "node", a.node, "devices", len(a.devices), "err", err)
+				res.Unrouted = append(res.Unrouted, a.devices...)
+				cl.unrouted.Add(uint64(len(a.devices)))
+				continue
+			}
+			cl.countNoReply(a.node, delivered)
+			res.Delivered += len(delivered)
+			res.Offline = append(res.Offline, kept...)
+			again = append(again, back...)
 		case errors.Is(a.err, cluster.ErrNoReceiver) && cl.g.rec.Durable() && ackRequired(frame):
 			// The node died holding the devices (it no longer listens, and
 			// its registration has not expired yet): a durable push waits
 			// for their next login in Redis.
 			dead, _ := cl.reg.Info(a.node)
-			back, err := cl.g.rec.KeepLost(ctx, a.devices, frame, dead.Instance)
+			back, _, err := cl.g.rec.KeepLost(ctx, a.devices, frame, dead.Instance, "")
 			if err != nil {
 				cl.log.Warn("cluster: keeping durable pushes for a dead node's devices failed; they are unrouted", "node", a.node, "devices", len(a.devices), "err", err)
 				res.Unrouted = append(res.Unrouted, a.devices...)
@@ -732,22 +749,33 @@ type sent struct {
 	devices []string
 	reply   cluster.Reply
 	err     error
+	mark    string // of a durable push (Msg.Mark)
 }
 
 // sendAll sends frame to each node's devices at once and returns how each
 // went, in no order.
 func (cl *clusterNode) sendAll(ctx context.Context, byNode map[string][]string, frame []byte, cached bool) []sent {
+	durable := cl.g.rec.Durable() && ackRequired(frame)
+	msg := func(ds []string) cluster.Msg {
+		m := cluster.Msg{Kind: cluster.KindPush, Devices: ds, Frame: frame, Cached: cached}
+		if durable {
+			m.Mark = cl.instance + "." + strconv.FormatUint(cl.marks.Add(1), 36)
+		}
+		return m
+	}
 	if len(byNode) == 1 {
 		for node, ds := range byNode {
-			r, err := cl.send(ctx, node, cluster.Msg{Kind: cluster.KindPush, Devices: ds, Frame: frame, Cached: cached})
-			return []sent{{node, ds, r, err}}
+			m := msg(ds)
+			r, err := cl.send(ctx, node, m)
+			return []sent{{node, ds, r, err, m.Mark}}
 		}
 	}
 	answers := make(chan sent, len(byNode))
 	for node, ds := range byNode {
 		go func() {
-			r, err := cl.send(ctx, node, cluster.Msg{Kind: cluster.KindPush, Devices: ds, Frame: frame, Cached: cached})
-			answers <- sent{node, ds, r, err}
+			m := msg(ds)
+			r, err := cl.send(ctx, node, m)
+			answers <- sent{node, ds, r, err, m.Mark}
 		}()
 	}
 	out := make([]sent, 0, len(byNode))
@@ -755,6 +783,62 @@ func (cl *clusterNode) sendAll(ctx context.Context, byNode map[string][]string, 
 		out = append(out, <-answers)
 	}
 	return out
+}
+
+// countNoReply counts devices presumed delivered: node received their
+// push and did not answer in time.
+func (cl *clusterNode) countNoReply(node string, devices []string) {
+	if len(devices) == 0 {
+		return
+	}
+	cl.noReply.Add(uint64(len(devices)))
+	cl.log.Warn("cluster: a node received a push but did not answer in time; counted as delivered", "node", node, "devices", len(devices))
+}
+
+// deathWait bounds how long a durable push that a node received and did
+// not answer waits to learn whether that node died: a node stops beating
+// within cluster.BeatTTL of its death, and the live set is re-read each
+// pollEvery meanwhile.
+const (
+	deathWait = cluster.BeatTTL + time.Second
+	pollEvery = 100 * time.Millisecond
+)
+
+// unanswered decides what became of a push node received (it was written
+// to its link or channel) and did not answer. A push that is not durable,
+// or whose node still beats after deathWait (alive, slow), is counted
+// delivered and not sent again. A durable push whose node stopped beating
+// meanwhile (it died, maybe before it journaled the push) is kept in
+// Redis for the devices' next login, except where the dead node's journal
+// holds it under its mark: those were delivered. It returns the devices
+// delivered, kept (offline), to route again (back), and an error when
+// none of that could be decided (Redis unreachable).
+func (cl *clusterNode) unanswered(ctx context.Context, a sent, frame []byte) (delivered, offline, back []string, err error) {
+	if a.mark == "" {
+		return a.devices, nil, nil, nil
+	}
+	info, _ := cl.reg.Info(a.node)
+	deadline := time.Now().Add(deathWait)
+	for {
+		if err := cl.reg.Refresh(ctx); err == nil {
+			if n, ok := cl.reg.Info(a.node); !ok || n.Instance != info.Instance || !n.Beating {
+				break // dead
+			}
+		}
+		if time.Now().After(deadline) {
+			return a.devices, nil, nil, nil // alive: it will answer, or has delivered
+		}
+		if !pause(ctx, pollEvery) {
+			return a.devices, nil, nil, nil
+		}
+	}
+	back, journaled, err := cl.g.rec.KeepLost(ctx, a.devices, frame, info.Instance, a.mark)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	kept := without(without(a.devices, back), journaled)
+	cl.log.Warn("cluster: a node died holding a durable push it had not answered; kept for its devices' next login", "node", a.node, "devices", len(a.devices), "kept", len(kept), "journaled_there", len(journaled), "routed_again", len(back))
+	return journaled, kept, back, nil
 }
 
 // remember caches node as the place of the devices it delivered to (those

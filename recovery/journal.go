@@ -34,6 +34,11 @@ type JournalOp struct {
 	Device string
 	Seq    uint32
 	Frame  []byte
+	// Mark, when set, is written beside the push (for the recovery TTL):
+	// the node that sent the push here and got no answer asks for it
+	// (Push.Unless) to tell a push this node journaled before it died
+	// from one it never did.
+	Mark string
 }
 
 // journalOp is a JournalOp and what to call once it is written (or
@@ -47,10 +52,11 @@ type journalOp struct {
 func (s *Store) Durable() bool { return s.durable != nil }
 
 // Journal queues a durable push the device's connection here was given
-// seq for; done, when not nil, is called once the push is in the shared
-// store or could not be put there (then it is counted in JournalDropped).
-func (s *Store) Journal(device string, seq uint32, frame []byte, done func()) {
-	s.queueJournal(journalOp{JournalOp{Device: device, Seq: seq, Frame: frame}, done})
+// seq for, with its mark (JournalOp.Mark, "" for none); done, when not
+// nil, is called once the push is in the shared store or could not be
+// put there (then it is counted in JournalDropped).
+func (s *Store) Journal(device string, seq uint32, frame []byte, mark string, done func()) {
+	s.queueJournal(journalOp{JournalOp{Device: device, Seq: seq, Frame: frame, Mark: mark}, done})
 }
 
 // JournalAck queues the drop of device's durable pushes up to seq.
@@ -143,23 +149,29 @@ func (s *Store) writeJournal(batch []journalOp) {
 // died holding them: unlike Keep, a device without state gets one, so the
 // push waits for its next login on any node. It returns the devices it
 // did not keep because they are back: a live node took their state over
-// since they were looked up, and the caller routes them again.
-func (s *Store) KeepLost(ctx context.Context, devices []string, frame []byte, dead string) (back []string, err error) {
+// since they were looked up, and the caller routes them again. With a
+// mark (JournalOp.Mark), a device whose node journaled the push under
+// that mark before it died is neither kept again nor back: it is in
+// journaled.
+func (s *Store) KeepLost(ctx context.Context, devices []string, frame []byte, dead, mark string) (back, journaled []string, err error) {
 	if s.shared == nil {
-		return nil, nil
+		return nil, nil, nil
 	}
 	pushes := make([]Push, len(devices))
 	for i, d := range devices {
-		pushes[i] = Push{Device: d, Frame: frame, Lost: true, Check: true, Dead: dead}
+		pushes[i] = Push{Device: d, Frame: frame, Lost: true, Check: true, Dead: dead, Unless: mark}
 	}
 	kept, err := s.shared.Append(ctx, pushes)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	for i, k := range kept {
-		if k == Bound {
+		switch k {
+		case Bound:
 			back = append(back, devices[i])
+		case Journaled:
+			journaled = append(journaled, devices[i])
 		}
 	}
-	return back, nil
+	return back, journaled, nil
 }

@@ -74,6 +74,42 @@ func TestRedisJournalNodeDied(t *testing.T) {
 	}
 }
 
+// TestRedisJournalMark: a push journaled under a mark is not kept again
+// by an Append that names the mark (its sender got no answer from the node
+// that journaled it, then died), even once it is acknowledged and gone
+// from the state; one journaled under another mark, or none, is kept.
+func TestRedisJournalMark(t *testing.T) {
+	r, rdb := sharedRedis(t, 8, time.Minute)
+	ctx := t.Context()
+	err := r.Journal(ctx, []recovery.JournalOp{
+		{Device: "dev", Seq: 1, Frame: []byte("a"), Mark: "i1.1"},
+		{Device: "dev", Seq: 2, Frame: []byte("b"), Mark: "i1.2"},
+		{Device: "dev", Seq: 2}, // both acknowledged: gone from the state
+		{Device: "dev", Seq: 3, Frame: []byte("c")},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A mark lasts MarkTTL, not the state's TTL: it is read within seconds.
+	if ttl, _ := rdb.PTTL(ctx, "longlink:rm:{dev}:i1.1").Result(); ttl <= 0 || ttl > recovery.MarkTTL {
+		t.Fatalf("the mark's TTL is %v, want (0, %v]", ttl, recovery.MarkTTL)
+	}
+	kept, err := r.Append(ctx, []recovery.Push{
+		{Device: "dev", Frame: []byte("a"), Lost: true, Unless: "i1.1"},
+		{Device: "dev", Frame: []byte("b"), Lost: true, Unless: "i1.2"},
+		{Device: "dev", Frame: []byte("d"), Lost: true, Unless: "i1.3"},
+		{Device: "other", Frame: []byte("e"), Lost: true, Unless: "i1.1"}, // a mark is per device
+	})
+	want := []recovery.Kept{recovery.Journaled, recovery.Journaled, recovery.Stored, recovery.Stored}
+	if err != nil || !slices.Equal(kept, want) {
+		t.Fatalf("Append = %v, %v; want %v", kept, err, want)
+	}
+	st, ok, err := r.TakeFrom(ctx, "dev", 3)
+	if err != nil || !ok || !slices.Equal(seqsOf(st), []string{"3:c", "4:d"}) {
+		t.Fatalf("TakeFrom(3): %v %v %q, want 3:c 4:d: each push once", ok, err, seqsOf(st))
+	}
+}
+
 // TestStoreJournal: the store journals in batches, calls each push's done
 // once it is written, and keeps a device's highest ack of a batch.
 func TestStoreJournal(t *testing.T) {
@@ -87,7 +123,7 @@ func TestStoreJournal(t *testing.T) {
 	var wg sync.WaitGroup
 	for seq := uint32(1); seq <= 20; seq++ {
 		wg.Add(1)
-		s.Journal("dev", seq, []byte(fmt.Sprint(seq)), wg.Done)
+		s.Journal("dev", seq, []byte(fmt.Sprint(seq)), "", wg.Done)
 	}
 	wg.Wait()
 	s.JournalAck("dev", 12)
@@ -95,7 +131,7 @@ func TestStoreJournal(t *testing.T) {
 	s.JournalAck("dev", 15)
 	// A marker push after the acks: once it is written, so are they.
 	wg.Add(1)
-	s.Journal("dev", 21, []byte("21"), wg.Done)
+	s.Journal("dev", 21, []byte("21"), "", wg.Done)
 	wg.Wait()
 	st, ok, err := r.TakeFrom(t.Context(), "dev", 0)
 	if err != nil || !ok || !slices.Equal(seqsOf(st), []string{"19:19", "20:20", "21:21"}) {
@@ -117,7 +153,7 @@ func TestStoreResumeAfterCrash(t *testing.T) {
 	var wg sync.WaitGroup
 	for seq := uint32(1); seq <= 3; seq++ {
 		wg.Add(1)
-		dead.Journal("dev", seq, []byte(fmt.Sprint(seq)), wg.Done)
+		dead.Journal("dev", seq, []byte(fmt.Sprint(seq)), "", wg.Done)
 	}
 	wg.Wait()
 	dead.Close() // the node is gone; its memory with it

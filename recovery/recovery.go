@@ -121,15 +121,19 @@ type Push struct {
 	// Dead, with Check, is the instance of the node that died holding the
 	// device ("" for none): a binding it left behind does not count.
 	Dead string
+	// Unless, when set, is a mark (JournalOp.Mark): the push is not kept
+	// if its device's state holds it under that mark already.
+	Unless string
 }
 
 // Kept is how Append went for one push.
 type Kept uint8
 
 const (
-	NoState Kept = iota // not kept: the device has no stored state
-	Stored              // kept
-	Bound               // not kept: Check found the device bound to a live instance
+	NoState   Kept = iota // not kept: the device has no stored state
+	Stored                // kept
+	Bound                 // not kept: Check found the device bound to a live instance
+	Journaled             // not kept: the state holds it already, under Push.Unless
 )
 
 // ShareOptions tune Share. Zero values take the defaults in the comments.

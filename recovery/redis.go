@@ -89,6 +89,19 @@ func (r *Redis) keys(device string) []string {
 	return []string{r.prefix + "rs:{" + device + "}", r.prefix + "rb:{" + device + "}", r.prefix + "rj:{" + device + "}"}
 }
 
+// MarkTTL is how long a journaled push's mark (JournalOp.Mark) lasts. Its
+// sender reads it within a few seconds of sending, when the node that
+// journaled it died without answering; a short life keeps the keys few:
+// one per durable push another node sent here in the last MarkTTL.
+const MarkTTL = 30 * time.Second
+
+var markTTL = strconv.FormatInt(MarkTTL.Milliseconds(), 10)
+
+// markKey is the key of mark for device's state, in the device's slot.
+func (r *Redis) markKey(device, mark string) string {
+	return r.prefix + "rm:{" + device + "}:" + mark
+}
+
 func unavailable(err error) error {
 	if err == nil {
 		return nil
@@ -219,7 +232,14 @@ func (r *Redis) take(ctx context.Context, device string, resume uint32, keep boo
 // that died holding the device, or ""): the device logged in again since
 // it was looked up. The binding and the state share the device's slot.
 var appendPush = redis.NewScript(luaSeq + `
-if KEYS[4] then
+local n = 3
+if ARGV[6] == '1' then
+	n = n + 1
+end
+if ARGV[7] == '1' and redis.call('EXISTS', KEYS[n + 1]) == 1 then
+	return 3
+end
+if ARGV[6] == '1' then
 	local b = redis.call('GET', KEYS[4])
 	local inst = b and string.match(b, '^%S+ (%S+) ')
 	if inst and inst ~= ARGV[5] then
@@ -248,7 +268,8 @@ return 1`)
 
 // Append records each push for its device, if the device has a state (or,
 // for a Lost push, creates one), in one pipeline. A push with Check whose
-// device is bound to another instance than Dead is not kept: it is back.
+// device is bound to another instance than Dead is not kept: it is back;
+// one with Unless whose mark the state holds is not kept: it is there.
 func (r *Redis) Append(ctx context.Context, pushes []Push) ([]Kept, error) {
 	size := strconv.Itoa(r.size)
 	ttl := strconv.FormatInt(r.ttl.Milliseconds(), 10)
@@ -258,10 +279,14 @@ func (r *Redis) Append(ctx context.Context, pushes []Push) ([]Kept, error) {
 			create = "1"
 		}
 		keys := r.keys(pushes[i].Device)
+		check, unless := "0", "0"
 		if pushes[i].Check && r.bind != nil {
-			keys = append(keys, r.bind(pushes[i].Device))
+			keys, check = append(keys, r.bind(pushes[i].Device)), "1"
 		}
-		return keys, []any{pushes[i].Frame, size, create, ttl, pushes[i].Dead}
+		if pushes[i].Unless != "" {
+			keys, unless = append(keys, r.markKey(pushes[i].Device, pushes[i].Unless)), "1"
+		}
+		return keys, []any{pushes[i].Frame, size, create, ttl, pushes[i].Dead, check, unless}
 	})
 	kept := make([]Kept, len(pushes))
 	for i, c := range cmds {
@@ -276,8 +301,12 @@ func (r *Redis) Append(ctx context.Context, pushes []Push) ([]Kept, error) {
 
 // journalPush appends ARGV[2] (seq ARGV[1] and a frame) to the state in
 // KEYS (rs, rb, rj), keeping the last ARGV[3], raises rs to the seq and
-// marks the state journaled; everything expires after ARGV[4] ms.
+// marks the state journaled, and sets the push's mark KEYS[4] when given
+// for ARGV[5] ms; the rest expires after ARGV[4] ms.
 var journalPush = redis.NewScript(`
+if KEYS[4] then
+	redis.call('SET', KEYS[4], '1', 'PX', ARGV[5])
+end
 redis.call('RPUSH', KEYS[2], ARGV[2])
 redis.call('LTRIM', KEYS[2], -tonumber(ARGV[3]), -1)
 local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -327,7 +356,11 @@ func (r *Redis) Journal(ctx context.Context, ops []JournalOp) error {
 			if op.Frame == nil {
 				return r.keys(op.Device), []any{op.Seq}
 			}
-			return r.keys(op.Device), []any{op.Seq, encodeItem(Item{Seq: op.Seq, Frame: op.Frame}), size, ttl}
+			keys := r.keys(op.Device)
+			if op.Mark != "" {
+				keys = append(keys, r.markKey(op.Device, op.Mark))
+			}
+			return keys, []any{op.Seq, encodeItem(Item{Seq: op.Seq, Frame: op.Frame}), size, ttl, markTTL}
 		})
 		err = errors.Join(err, perr)
 		for _, c := range cmds {

@@ -75,6 +75,10 @@ type Push struct {
 	// the connection once the push is journaled (StampPush) or handed back
 	// (Undelivered). The group itself never touches it.
 	Durable *sync.WaitGroup
+	// Mark, of a durable push another node sent here, is journaled with
+	// each delivery (recovery.JournalOp.Mark): if this node dies before
+	// it answers, the sender can tell whether it got this far.
+	Mark string
 }
 
 // Target is a connection a fan-out goes to, with its ID carried beside it:
