@@ -180,9 +180,9 @@ func (b *Bus) Start(ctx context.Context) error {
 	if b.sharded {
 		// The two channels lie in different slots, which one SSUBSCRIBE
 		// cannot name: one subscription each, on its shard.
-		b.subs = []*sub{{channels: []string{b.nodeChannel(b.node)}}, {channels: []string{b.allChannel()}}}
+		b.subs = []*sub{{channels: []string{b.nodeChannel(b.node)}, heard: make(chan struct{}, 1)}, {channels: []string{b.allChannel()}, heard: make(chan struct{}, 1)}}
 	} else {
-		b.subs = []*sub{{channels: []string{b.nodeChannel(b.node), b.allChannel()}}}
+		b.subs = []*sub{{channels: []string{b.nodeChannel(b.node), b.allChannel()}, heard: make(chan struct{}, 1)}}
 	}
 	for i := range b.subs {
 		err = errors.Join(err, b.subscribe(ctx, i))
@@ -234,6 +234,7 @@ type sub struct {
 	channels []string
 	ps       *redis.PubSub // guarded by Bus.subsMu
 	probed   atomic.Int64  // unix nanos of the probe not yet heard, 0 when none
+	heard    chan struct{} // a probe came back (capacity 1: remake waits on it)
 }
 
 const (
@@ -271,7 +272,7 @@ func (b *Bus) subscribe(ctx context.Context, i int) error {
 	s.ps = ps
 	s.probed.Store(0)
 	b.wg.Add(1)
-	go b.receive(ch, i)
+	go b.receive(ch, i, ps)
 	b.subsMu.Unlock()
 	if old != nil {
 		_ = old.Close()
@@ -316,6 +317,60 @@ func (b *Bus) probeLoop() {
 	}
 }
 
+// remakeTries and remakeWait bound remake: each try reloads the slot map,
+// subscribes, and waits that long for a probe to come back.
+const (
+	remakeTries = 10
+	remakeWait  = 300 * time.Millisecond
+)
+
+// remake makes subscription i again if ps is still the one it has, until
+// a probe comes back on it. Right after a slot moved, the client's slot
+// map and even some masters may still name the old owner, where a
+// subscription hears nothing: so each try reloads the map first.
+func (b *Bus) remake(i int, ps *redis.PubSub) {
+	s := b.subs[i]
+	b.subsMu.Lock()
+	current := s.ps == ps
+	b.subsMu.Unlock()
+	if !current {
+		return
+	}
+	b.log.Info("cluster: Redis dropped a subscription (its slot moved); making it again", "channels", s.channels)
+	for range remakeTries {
+		if cc, ok := b.rdb.(*redis.ClusterClient); ok {
+			cc.ReloadState(context.Background())
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
+		err := b.subscribe(ctx, i)
+		select {
+		case <-s.heard: // drained: only a probe sent from here counts
+		default:
+		}
+		now := time.Now().UnixNano()
+		s.probed.Store(now)
+		probe := append([]byte{probeByte, byte(i)}, b.instance...)
+		if err == nil {
+			err = b.publish(ctx, b.rdb, s.channels[0], probe).Err()
+		}
+		cancel()
+		t := time.NewTimer(remakeWait)
+		select {
+		case <-s.heard:
+			t.Stop()
+			return
+		case <-b.closed:
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		if err != nil {
+			b.log.Debug("cluster: making a dropped subscription again", "err", err)
+		}
+	}
+	b.log.Warn("cluster: a dropped subscription hears nothing yet; the probe goes on", "channels", s.channels)
+}
+
 // probeHeard handles a probe that came on subscription i: ours clears
 // it, another node's (on the all-nodes channel) is nothing to this one.
 func (b *Bus) probeHeard(payload []byte, i int) {
@@ -323,14 +378,26 @@ func (b *Bus) probeHeard(payload []byte, i int) {
 		return
 	}
 	b.subs[i].probed.Store(0)
+	select {
+	case b.subs[i].heard <- struct{}{}:
+	default:
+	}
 }
 
-// receive handles every message of subscription i, in order.
-func (b *Bus) receive(ch <-chan any, i int) {
+// receive handles every message of subscription i (made as ps), in order.
+func (b *Bus) receive(ch <-chan any, i int, ps *redis.PubSub) {
 	defer b.wg.Done()
 	for m := range ch {
 		switch m := m.(type) {
 		case *redis.Subscription:
+			if m.Kind == "sunsubscribe" {
+				// Redis Cluster moved the channel's slot to another
+				// master and dropped the subscription: it is made again
+				// at once, on the new owner, not when a probe goes
+				// unheard seconds later.
+				go b.remake(i, ps)
+				continue
+			}
 			if m.Kind != "subscribe" && m.Kind != "ssubscribe" {
 				continue
 			}

@@ -669,3 +669,98 @@ func testClusterRouteCache(t *testing.T, top redistest.Topology, links bool) {
 		t.Errorf("C's link requests %d, fallbacks %d; want %d and 0", sent, fell, map[bool]int{true: 7}[links])
 	}
 }
+
+// TestClusterSlotMigration: Redis Cluster moves to another master, while
+// two gateways serve, the slots of a device's keys, of its group, of both
+// nodes' channels, of the all-nodes channel and of the registry. Through
+// the other node, a unicast, a durable push, a group push and a broadcast
+// each reach the device again within 20 s, none twice; a duplicate login
+// across nodes still kicks the older connection; no node exits.
+func TestClusterSlotMigration(t *testing.T) {
+	rc := redistest.StartCluster(t)
+	a := startClusterNode(t, rc, "A")
+	b := startClusterNode(t, rc, "B")
+	const device, group = "mig-dev", "mig-room"
+	d, _ := loggedIn(t, a, device, group)
+	if res := b.clPush([]string{device}, "before"); res.Delivered != 1 {
+		t.Fatalf("push before the migration: %+v", res)
+	}
+	d.clWantPush(1, "before")
+
+	moved := time.Now()
+	for _, tag := range []string{"{" + device + "}", "{" + group + "}", "{A}", "{B}", "{all}", "{nodes}"} {
+		slot, err := rc.MoveSlot(tag)
+		if err != nil {
+			t.Fatalf("moving the slot of %s: %v", tag, err)
+		}
+		t.Logf("slot %d (%s) moved", slot, tag)
+	}
+	deadline := moved.Add(20 * time.Second)
+	// Each kind of push is tried until the device has it: an attempt that
+	// fails during the move is not delivered later or twice, which the
+	// final clQuiet proves.
+	kinds := []struct {
+		name string
+		send func(m string) int // the API's status
+	}{
+		{"unicast", func(m string) int {
+			return b.api("POST", "/v1/push", map[string]any{"devices": []string{device}, "biz": 1, "data": m}, nil)
+		}},
+		{"durable", func(m string) int {
+			return b.api("POST", "/v1/push", map[string]any{"devices": []string{device}, "biz": 1, "data": m, "ack": true}, nil)
+		}},
+		{"group", func(m string) int {
+			return b.api("POST", "/v1/groups/"+group+"/push", map[string]any{"biz": 1, "data": m}, nil)
+		}},
+		{"broadcast", func(m string) int { return b.api("POST", "/v1/broadcast", map[string]any{"biz": 1, "data": m}, nil) }},
+	}
+	for _, k := range kinds {
+		tries := 0
+		checkFor(t, time.Until(deadline), 0, func() error {
+			tries++
+			m := k.name + "-" + itoa(tries)
+			code := k.send(m)
+			for {
+				f, err := d.tryRead(time.Second)
+				if err != nil {
+					return fmt.Errorf("%s push %q through B (status %d) %v after the move: not received", k.name, m, code, time.Since(moved).Round(time.Millisecond))
+				}
+				if f.Op == codec.OpPush && f.Flags&codec.FlagAckRequired != 0 {
+					d.send(codec.Header{Op: codec.OpPushAck, Seq: f.Seq}, nil, nil)
+				}
+				if f.Op == codec.OpPush && string(f.Body) == m {
+					return nil
+				}
+				if f.Op != codec.OpPush || !strings.HasPrefix(string(f.Body), k.name+"-") {
+					t.Fatalf("while waiting for %q: %v %q", m, f.Op, f.Body)
+				}
+				// An earlier attempt of this kind, late: not a duplicate.
+			}
+		})
+		t.Logf("%s push through B reaches the device %v after the move (%d tries)", k.name, time.Since(moved).Round(10*time.Millisecond), tries)
+	}
+	d.clQuiet()
+
+	// A duplicate login on B kicks the connection on A, and B's device
+	// is reachable through A.
+	checkFor(t, time.Until(deadline), 100*time.Millisecond, func() error {
+		if online, node, _ := a.clDevice(device); !online || node != "A" {
+			return fmt.Errorf("A looks %s up: online %v on %q", device, online, node)
+		}
+		return nil
+	})
+	d2, _ := loggedIn(t, b, device)
+	d.kickedWith(codec.StatusDuplicateLogin, 5*time.Second)
+	if res := a.clPush([]string{device}, "after"); res.Delivered != 1 {
+		t.Fatalf("push through A to the device now on B: %+v", res)
+	}
+	d2.clWantPush(0, "after")
+	d2.clQuiet()
+	for _, s := range []*server{a, b} {
+		select {
+		case err := <-s.Exited():
+			t.Fatalf("node %s exited during the migration: %v\n%s", s.Node, err, s.Logs())
+		default:
+		}
+	}
+}

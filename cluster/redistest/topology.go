@@ -3,6 +3,7 @@ package redistest
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -757,4 +758,92 @@ func parallel(n int, fn func(i int) error) error {
 		}
 	}
 	return nil
+}
+
+// MoveSlot moves the slot of key, with its keys, to the master after its
+// owner in Nodes while the cluster serves, as redis-cli --cluster reshard does
+// for each slot: IMPORTING on the target, MIGRATING on the owner, MIGRATE
+// of its keys in batches, then the slot assigned to the target on every
+// master. Meanwhile clients get ASK and, after, MOVED redirections; a
+// command on several keys of the slot may get TRYAGAIN. It returns the
+// slot.
+func (c *Cluster) MoveSlot(key string) (int64, error) {
+	v, err := query(c.Nodes[0].Addr, "CLUSTER", "KEYSLOT", key)
+	if err != nil {
+		return 0, err
+	}
+	slot := v.(int64)
+	s := strconv.FormatInt(slot, 10)
+	ids := make([]string, len(c.Nodes))
+	from := -1
+	for i, n := range c.Nodes {
+		id, err := query(n.Addr, "CLUSTER", "MYID")
+		if err != nil {
+			return slot, err
+		}
+		ids[i] = id.(string)
+	}
+	// The owner is the master whose CLUSTER NODES line says myself and
+	// lists the slot.
+	for i, n := range c.Nodes {
+		nodes, err := query(n.Addr, "CLUSTER", "NODES")
+		if err != nil {
+			return slot, err
+		}
+		for _, line := range strings.Split(nodes.(string), "\n") {
+			f := strings.Fields(line)
+			if len(f) < 9 || !strings.Contains(f[2], "myself") {
+				continue
+			}
+			for _, r := range f[8:] {
+				lo, hi, _ := strings.Cut(r, "-")
+				if hi == "" {
+					hi = lo
+				}
+				l, err1 := strconv.ParseInt(lo, 10, 64)
+				h, err2 := strconv.ParseInt(hi, 10, 64)
+				if err1 == nil && err2 == nil && l <= slot && slot <= h {
+					from = i
+				}
+			}
+		}
+	}
+	if from < 0 {
+		return slot, fmt.Errorf("redistest: no master owns slot %d", slot)
+	}
+	to := (from + 1) % len(c.Nodes)
+	src, dst := c.Nodes[from], c.Nodes[to]
+	host, port, _ := net.SplitHostPort(dst.Addr)
+	steps := [][]string{
+		{dst.Addr, "CLUSTER", "SETSLOT", s, "IMPORTING", ids[from]},
+		{src.Addr, "CLUSTER", "SETSLOT", s, "MIGRATING", ids[to]},
+	}
+	for _, st := range steps {
+		if _, err := query(st[0], st[1:]...); err != nil {
+			return slot, fmt.Errorf("redistest: %v on %s: %w", st[1:], st[0], err)
+		}
+	}
+	for {
+		keys, err := query(src.Addr, "CLUSTER", "GETKEYSINSLOT", s, "100")
+		if err != nil {
+			return slot, err
+		}
+		ks := keys.([]any)
+		if len(ks) == 0 {
+			break
+		}
+		args := []string{"MIGRATE", host, port, "", "0", "5000", "KEYS"}
+		for _, k := range ks {
+			args = append(args, k.(string))
+		}
+		if _, err := query(src.Addr, args...); err != nil {
+			return slot, fmt.Errorf("redistest: MIGRATE of slot %d: %w", slot, err)
+		}
+	}
+	for _, n := range []*Server{dst, src, c.Nodes[3-from-to]} {
+		if _, err := query(n.Addr, "CLUSTER", "SETSLOT", s, "NODE", ids[to]); err != nil {
+			return slot, fmt.Errorf("redistest: SETSLOT NODE on %s: %w", n.Addr, err)
+		}
+	}
+	return slot, nil
 }
