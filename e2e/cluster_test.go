@@ -410,6 +410,8 @@ func testClusterRedisDown(t *testing.T, top redistest.Topology) {
 	b := startClusterNode(t, top, "B")
 	a1, _ := loggedIn(t, a, "a1", "room")
 	b1, _ := loggedIn(t, b, "b1", "room")
+	redisErrors := func() float64 { return a.stats()["cluster"].(map[string]any)["redis_errors"].(float64) }
+	before := redisErrors()
 	top.Kill()
 
 	// Local delivery goes on; the remote device is reported unrouted.
@@ -419,6 +421,9 @@ func testClusterRedisDown(t *testing.T, top redistest.Topology) {
 	}
 	if n := a.stats()["push"].(map[string]any)["unrouted"].(float64); n != 1 {
 		t.Fatalf("/v1/stats push.unrouted = %v after one unrouted target, want 1", n)
+	}
+	if n := redisErrors(); n <= before {
+		t.Fatalf("/v1/stats cluster.redis_errors = %v after a lookup with Redis down, want more than %v", n, before)
 	}
 	a1.clWantPush(1, "down")
 	// Where a device is: the node knows its own devices, and cannot know

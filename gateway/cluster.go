@@ -18,6 +18,7 @@ import (
 	"github.com/longlink/longlink/config"
 	"github.com/longlink/longlink/conn"
 	"github.com/longlink/longlink/dispatch/downstream"
+	"github.com/longlink/longlink/internal/rediserr"
 	"github.com/longlink/longlink/metrics"
 	"github.com/longlink/longlink/recovery"
 	"github.com/longlink/longlink/route"
@@ -66,6 +67,8 @@ type clusterNode struct {
 	cached    atomic.Uint64 // deliveries to the node the route cache named
 	stale     atomic.Uint64 // route cache guesses that failed
 	marks     atomic.Uint64 // the last durable push mark (Msg.Mark) handed out
+
+	redisErrors rediserr.Counter // Redis commands that failed, whoever sent them
 }
 
 // connKey names one connection of a device on this node.
@@ -115,6 +118,7 @@ func newClusterNode(g *Gateway, cfg config.Config, log *slog.Logger) *clusterNod
 		MaxRetries:            -1, // a script must not run twice
 		DialerRetries:         1,
 	})
+	cl.rdb.AddHook(&cl.redisErrors)
 	cl.reg = cluster.NewRegistry(cluster.RegistryConfig{
 		Client: cl.rdb,
 		Prefix: cfg.RedisPrefix,
@@ -271,6 +275,7 @@ func (cl *clusterNode) AddStats(s *metrics.Snapshot) {
 	s.Push.NoReply = cl.noReply.Load()
 	s.Push.RouteCached = cl.cached.Load()
 	s.Push.RouteStale = cl.stale.Load()
+	s.Cluster.RedisErrors = cl.redisErrors.Load()
 	bs := cl.bus.Stats()
 	if cl.links != nil {
 		ls := cl.links.Stats()

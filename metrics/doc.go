@@ -23,7 +23,9 @@
 //	longlink_kicks_total{status}                                   counter
 //	longlink_closes_total{reason}                                  counter
 //	longlink_push_{requests,deliveries,offline,recovered,acks}_total counters
-//	longlink_push_{unrouted,no_reply}_total                        counters (-redis)
+//	longlink_push_{unrouted,no_reply,route_cached,route_stale}_total counters (-redis)
+//	longlink_cluster_link_{requests,fallbacks}_total               counters (-redis)
+//	longlink_redis_errors_total                                    counter (-redis)
 //	longlink_biz_requests_total{biz}                               counter
 //	longlink_biz_results_total{biz,status}                         counter
 //	longlink_biz_queued{biz}, longlink_biz_in_flight{biz}          gauges

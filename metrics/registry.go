@@ -54,6 +54,7 @@ var (
 	descPushStale      = desc("push_route_stale_total", "Unicast push targets whose cached node no longer held them, looked up anew (with -redis).")
 	descLinkRequests   = desc("cluster_link_requests_total", "Requests (unicast pushes, kicks) sent to another node on its direct link (with -redis).")
 	descLinkFallbacks  = desc("cluster_link_fallbacks_total", "Requests to another node that could not use a link and went through Redis (with -redis).")
+	descRedisErrors    = desc("redis_errors_total", "Redis commands that failed: Redis down, failing over or refusing them (with -redis; a nil reply is not a failure).")
 	descBizRequests    = desc("biz_requests_total", "Upstream requests to a business.", "biz")
 	descBizResults     = desc("biz_results_total", "Upstream answers by RESPONSE status.", "biz", "status")
 	descBizQueued      = desc("biz_queued", "Upstream requests waiting in the business's queue.", "biz")
@@ -68,7 +69,7 @@ var (
 		descConnections, descLoggedIn, descAccepted, descRefused, descRefusedSource, descThrottled, descRateLimited, descLogins,
 		descLoginFailures, descFramesIn, descFramesOut, descBytesIn, descBytesOut, descWrites,
 		descKicks, descCloses, descPushRequests, descPushDeliveries, descPushOffline,
-		descPushRecovered, descPushAcks, descPushUnrouted, descPushNoReply, descPushCached, descPushStale, descLinkRequests, descLinkFallbacks, descBizRequests, descBizResults,
+		descPushRecovered, descPushAcks, descPushUnrouted, descPushNoReply, descPushCached, descPushStale, descLinkRequests, descLinkFallbacks, descRedisErrors, descBizRequests, descBizResults,
 		descBizQueued, descBizInFlight, descBizBreakerOpen, descBizLatency,
 		descQueueLen, descQueueCap, descQueueDropped,
 	}
@@ -137,6 +138,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	c.counter(ch, descPushStale, s.Push.RouteStale)
 	c.counter(ch, descLinkRequests, s.Cluster.LinkRequests)
 	c.counter(ch, descLinkFallbacks, s.Cluster.LinkFallbacks)
+	c.counter(ch, descRedisErrors, s.Cluster.RedisErrors)
 
 	for _, b := range s.Businesses {
 		biz := strconv.FormatUint(uint64(b.ID), 10)

@@ -37,7 +37,7 @@ func sampleSnapshot() Snapshot {
 		Kicks:         map[string]uint64{"IDLE_TIMEOUT": 4, "BAD_FRAME": 1},
 		Closes:        map[string]uint64{"client_closed": 3, "write_error": 2},
 		Push:          PushStats{Requests: 5, Deliveries: 50, Offline: 3, Recovered: 2, Acks: 40, Unrouted: 6, NoReply: 7, RouteCached: 8, RouteStale: 9},
-		Cluster:       ClusterStats{LinkRequests: 10, LinkFallbacks: 11},
+		Cluster:       ClusterStats{LinkRequests: 10, LinkFallbacks: 11, RedisErrors: 12},
 		Businesses: []BizStats{
 			{ID: 1, Target: "echo", Requests: 9, Results: map[string]uint64{"OK": 8, "TIMEOUT": 1},
 				Queued: 2, InFlight: 1, Breaker: "closed", LatencySeconds: 0.5, LatencyCount: 9},
@@ -134,6 +134,9 @@ longlink_cluster_link_requests_total 10
 # HELP longlink_cluster_link_fallbacks_total Requests to another node that could not use a link and went through Redis (with -redis).
 # TYPE longlink_cluster_link_fallbacks_total counter
 longlink_cluster_link_fallbacks_total 11
+# HELP longlink_redis_errors_total Redis commands that failed: Redis down, failing over or refusing them (with -redis; a nil reply is not a failure).
+# TYPE longlink_redis_errors_total counter
+longlink_redis_errors_total 12
 # HELP longlink_biz_requests_total Upstream requests to a business.
 # TYPE longlink_biz_requests_total counter
 longlink_biz_requests_total{biz="1"} 9

@@ -54,6 +54,9 @@ type ClusterStats struct {
 	// Redis.
 	LinkRequests  uint64 `json:"link_requests"`
 	LinkFallbacks uint64 `json:"link_fallbacks"`
+	// RedisErrors counts Redis commands that failed (not a nil reply):
+	// Redis down, failing over, refusing writes, or a command refused.
+	RedisErrors uint64 `json:"redis_errors"`
 }
 
 // PushStats counts downstream traffic.
