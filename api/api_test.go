@@ -54,6 +54,7 @@ type fakeGateway struct {
 	device     DeviceInfo
 	kicked     bool
 	endpoints  []Endpoint
+	nodes      []Node
 	snapshot   metrics.Snapshot
 }
 
@@ -154,6 +155,10 @@ func (g *fakeGateway) Endpoints(context.Context) ([]Endpoint, error) {
 		panic(g.panicWith)
 	}
 	return g.endpoints, g.err
+}
+
+func (g *fakeGateway) Nodes(context.Context) ([]Node, error) {
+	return g.nodes, g.record(call{Method: "Nodes"})
 }
 
 func (g *fakeGateway) Stats() metrics.Snapshot {
@@ -460,6 +465,36 @@ func TestEndpoints(t *testing.T) {
 	if !reflect.DeepEqual(addrs, []any{"a:1", "b:2"}) {
 		t.Errorf("endpoint addrs = %v, want the gateway's order", addrs)
 	}
+}
+
+// TestNodes: GET /v1/nodes lists the gateway's nodes in its order, each
+// with its endpoints ([] for none), and asks for the key.
+func TestNodes(t *testing.T) {
+	ts := newTestServer(t, Options{})
+	r := ts.do(t, "GET", "/v1/nodes", "").want(t, 200)
+	if got := field[[]any](t, r, "nodes"); len(got) != 0 {
+		t.Errorf("nodes = %v, want []", got)
+	}
+	if c := ts.gw.onlyCall(t); c.Method != "Nodes" {
+		t.Errorf("call = %+v, want Nodes", c)
+	}
+	ts.gw.nodes = []Node{
+		{Node: "a", Connections: 3, LoggedIn: 2, MaxConns: 10, Load: 0.3, Beating: true, Self: true, Endpoints: []Endpoint{{Proto: "tcp", Addr: "a:1"}}},
+		{Node: "b", Draining: true},
+	}
+	r = ts.do(t, "GET", "/v1/nodes", "").want(t, 200)
+	ns := field[[]any](t, r, "nodes")
+	if len(ns) != 2 {
+		t.Fatalf("nodes = %v", ns)
+	}
+	a, b := ns[0].(map[string]any), ns[1].(map[string]any)
+	if a["node"] != "a" || a["connections"] != 3.0 || a["logged_in"] != 2.0 || a["load"] != 0.3 || a["self"] != true || a["beating"] != true || len(a["endpoints"].([]any)) != 1 {
+		t.Errorf("nodes[0] = %v", a)
+	}
+	if b["node"] != "b" || b["draining"] != true || b["endpoints"] == nil {
+		t.Errorf("nodes[1] = %v, want draining and endpoints []", b)
+	}
+	ts.doAuth(t, "GET", "/v1/nodes", "", "").want(t, 401)
 }
 
 func TestStats(t *testing.T) {

@@ -31,6 +31,7 @@ func (nopGateway) Token(string, string, time.Duration, []string) (string, error)
 	return "", nil
 }
 func (nopGateway) Endpoints(context.Context) ([]Endpoint, error) { return nil, nil }
+func (nopGateway) Nodes(context.Context) ([]Node, error)         { return nil, nil }
 func (nopGateway) Stats() metrics.Snapshot                       { return metrics.Snapshot{} }
 func (nopGateway) Ready() bool                                   { return true }
 

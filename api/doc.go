@@ -28,6 +28,7 @@
 //	POST   /v1/tokens                    {"device":"...","app":"...","ttl_seconds":3600,"groups":[...]}
 //	                                     → {"token":"...","expires_at":unix,"endpoints":[...]}
 //	GET    /v1/endpoints                 → {"endpoints":[...]}, least loaded first
+//	GET    /v1/nodes                     → {"nodes":[...]}, the deployment's nodes by id
 //	GET    /v1/stats                     → the metrics.Snapshot
 //	GET    /metrics                      Prometheus (Options.Metrics; 404 without it)
 //	GET    /debug/pprof/...              net/http/pprof (Options.Pprof; 404 when off), cmdline redacted

@@ -45,6 +45,23 @@ type DeviceInfo struct {
 }
 
 // Endpoint is an access point a client can connect to.
+// Node is one node of the deployment as GET /v1/nodes shows it. A remote
+// node's figures are those of its last registration (at most a third of
+// -node-ttl old); this node's are current.
+type Node struct {
+	Node        string     `json:"node"`
+	Instance    string     `json:"instance,omitempty"` // this run of the node (with -redis)
+	Connections int64      `json:"connections"`
+	LoggedIn    int64      `json:"logged_in"`
+	MaxConns    int        `json:"max_conns"`
+	Load        float64    `json:"load"`     // connections / max_conns
+	Draining    bool       `json:"draining"` // shutting down: handed out to no client
+	Beating     bool       `json:"beating"`  // its heartbeat is current: false for a node that just died
+	Started     int64      `json:"started"`  // Unix milliseconds
+	Self        bool       `json:"self"`     // the node that answered
+	Endpoints   []Endpoint `json:"endpoints"`
+}
+
 type Endpoint struct {
 	Proto string `json:"proto"` // tcp, ws, tls
 	Addr  string `json:"addr"`
@@ -78,6 +95,9 @@ type Gateway interface {
 	Token(device, app string, ttl time.Duration, groups []string) (string, error)
 	// Endpoints lists the access points, least loaded first.
 	Endpoints(ctx context.Context) ([]Endpoint, error)
+	// Nodes lists the deployment's nodes (this one alone without -redis),
+	// by node id.
+	Nodes(ctx context.Context) ([]Node, error)
 	Stats() metrics.Snapshot
 	// Ready reports whether the node accepts connections (false while
 	// draining).

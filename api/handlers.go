@@ -266,6 +266,22 @@ func (s *server) endpoints(_ http.ResponseWriter, r *http.Request) (any, error) 
 	return endpointsBody{Endpoints: nonNil(eps)}, nil
 }
 
+type nodesBody struct {
+	Nodes []Node `json:"nodes"`
+}
+
+// nodes is GET /v1/nodes.
+func (s *server) nodes(_ http.ResponseWriter, r *http.Request) (any, error) {
+	ns, err := s.gw.Nodes(r.Context())
+	if err != nil {
+		return nil, fmt.Errorf("listing nodes: %w", err)
+	}
+	for i := range ns {
+		ns[i].Endpoints = nonNil(ns[i].Endpoints)
+	}
+	return nodesBody{Nodes: nonNil(ns)}, nil
+}
+
 // stats is GET /v1/stats. Empty maps and lists are sent as {} and [], not
 // null, so that dashboards need not special-case an idle node. The
 // snapshot is copied before that, as the gateway may share its slices.

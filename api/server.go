@@ -119,6 +119,7 @@ func New(gw Gateway, opts Options) http.Handler {
 	m.HandleFunc("DELETE /v1/devices/{device}", s.json(s.kick))
 	m.HandleFunc("POST /v1/tokens", s.json(s.token))
 	m.HandleFunc("GET /v1/endpoints", s.json(s.endpoints))
+	m.HandleFunc("GET /v1/nodes", s.json(s.nodes))
 	m.HandleFunc("GET /v1/stats", s.json(s.stats))
 
 	// Operations endpoints: no API key unless Options ask for one (see the

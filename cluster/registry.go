@@ -40,6 +40,7 @@ type NodeInfo struct {
 	Endpoints []Endpoint `json:"endpoints"`      // as clients should dial them
 	Link      string     `json:"link,omitempty"` // where other nodes dial its links (Links); "": through the bus only
 	Conns     int64      `json:"conns"`          // open connections
+	LoggedIn  int64      `json:"logged_in"`      // connections past LOGIN
 	MaxConns  int        `json:"max_conns"`      // -max-conns
 	Draining  bool       `json:"draining,omitempty"`
 	Started   int64      `json:"started"` // unix milliseconds
@@ -388,6 +389,15 @@ func (r *Registry) known(node, instance string) bool {
 func (r *Registry) Info(node string) (NodeInfo, bool) {
 	n, ok := (*r.live.Load())[node]
 	return n, ok
+}
+
+// All returns every live node in the cache, draining or not beating
+// included, by node id: the deployment as an operator sees it.
+func (r *Registry) All() []NodeInfo {
+	m := *r.live.Load()
+	nodes := slices.Collect(maps.Values(m))
+	slices.SortFunc(nodes, func(a, b NodeInfo) int { return cmp.Compare(a.Node, b.Node) })
+	return nodes
 }
 
 // Nodes returns the live nodes from the cache that beat, least loaded

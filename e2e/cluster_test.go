@@ -769,3 +769,59 @@ func TestClusterSlotMigration(t *testing.T) {
 		}
 	}
 }
+
+// nodesOf is GET /v1/nodes on s, by node id.
+func nodesOf(t *testing.T, s *server) map[string]map[string]any {
+	t.Helper()
+	var body struct{ Nodes []map[string]any }
+	if code := s.api("GET", "/v1/nodes", nil, &body); code != 200 {
+		t.Fatalf("GET /v1/nodes on %s: %d", s.Node, code)
+	}
+	out := map[string]map[string]any{}
+	for _, n := range body.Nodes {
+		out[n["node"].(string)] = n
+	}
+	return out
+}
+
+// TestClusterNodes: every node lists every live node in /v1/nodes, its
+// own figures current and the others' as of their last registration; a
+// killed node stops beating there, then is gone.
+func TestClusterNodes(t *testing.T) {
+	forTopologies(t, func(t *testing.T, top redistest.Topology) {
+		a := startClusterNode(t, top, "A")
+		b := startClusterNode(t, top, "B")
+		loggedIn(t, b, "nodes-b1")
+		loggedIn(t, b, "nodes-b2")
+		checkFor(t, 10*time.Second, 100*time.Millisecond, func() error {
+			ns := nodesOf(t, a)
+			na, nb := ns["A"], ns["B"]
+			if len(ns) != 2 || na == nil || nb == nil {
+				return fmt.Errorf("A lists %v, want A and B", ns)
+			}
+			if inst, _ := nb["instance"].(string); na["self"] != true || nb["self"] != false || nb["beating"] != true || nb["draining"] != false || inst == "" {
+				return fmt.Errorf("A lists A %v, B %v", na, nb)
+			}
+			if nb["connections"] != 2.0 || nb["logged_in"] != 2.0 || len(nb["endpoints"].([]any)) == 0 {
+				return fmt.Errorf("A sees B with %v connections, %v logged in, endpoints %v; want 2, 2", nb["connections"], nb["logged_in"], nb["endpoints"])
+			}
+			return nil
+		})
+		if nb := nodesOf(t, b)["B"]; nb["self"] != true || nb["connections"] != 2.0 {
+			t.Fatalf("B lists itself as %v", nb)
+		}
+		b.Kill()
+		checkFor(t, 10*time.Second, 100*time.Millisecond, func() error {
+			if nb, ok := nodesOf(t, a)["B"]; ok && nb["beating"] != false {
+				return fmt.Errorf("A still lists the killed B as beating: %v", nb)
+			}
+			return nil
+		})
+		checkFor(t, 10*time.Second, 100*time.Millisecond, func() error {
+			if nb, ok := nodesOf(t, a)["B"]; ok {
+				return fmt.Errorf("A still lists the killed B after its TTL: %v", nb)
+			}
+			return nil
+		})
+	})
+}

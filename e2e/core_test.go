@@ -563,3 +563,19 @@ func otherBase64(c byte) byte {
 	}
 	return 'A'
 }
+
+// TestNodesAlone: without -redis, /v1/nodes lists this node alone, with
+// its live connection counts and endpoints.
+func TestNodesAlone(t *testing.T) {
+	s := startServer(t, "-node", "solo")
+	s.Node = "solo"
+	loggedIn(t, s, "alone-1")
+	var body struct{ Nodes []map[string]any }
+	if code := s.api("GET", "/v1/nodes", nil, &body); code != 200 || len(body.Nodes) != 1 {
+		t.Fatalf("GET /v1/nodes: %d %v", code, body.Nodes)
+	}
+	n := body.Nodes[0]
+	if n["node"] != "solo" || n["self"] != true || n["connections"] != 1.0 || n["logged_in"] != 1.0 || n["draining"] != false || len(n["endpoints"].([]any)) == 0 {
+		t.Fatalf("the node lists itself as %v", n)
+	}
+}

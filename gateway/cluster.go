@@ -180,12 +180,14 @@ func (cl *clusterNode) nodeInfo(local []api.Endpoint) cluster.NodeInfo {
 	for _, ep := range local {
 		eps = append(eps, cluster.Endpoint{Proto: ep.Proto, Addr: ep.Addr})
 	}
+	c := g.hub.Counters()
 	return cluster.NodeInfo{
 		Node:      g.cfg.Node,
 		Instance:  cl.instance,
 		Endpoints: eps,
 		Link:      cl.links.Addr(),
-		Conns:     g.hub.Counters().Connections,
+		Conns:     c.Connections,
+		LoggedIn:  c.LoggedIn,
 		MaxConns:  g.cfg.MaxConns,
 		Started:   g.started.UnixMilli(),
 	}
@@ -917,6 +919,30 @@ func (cl *clusterNode) MembersChanged(ctx context.Context, group string, devices
 		return fmt.Errorf("%w: the membership is stored, but other nodes could not be told: %w", api.ErrPeersUnavailable, err)
 	}
 	return nil
+}
+
+// Nodes implements peers: every live node of the registry by id, with
+// self (this node, current) in its place, listed even before its first
+// registration.
+func (cl *clusterNode) Nodes(self api.Node) []api.Node {
+	self.Instance = cl.instance
+	out := []api.Node{self}
+	for _, n := range cl.reg.All() {
+		if n.Node == self.Node {
+			continue
+		}
+		eps := make([]api.Endpoint, 0, len(n.Endpoints))
+		for _, ep := range n.Endpoints {
+			eps = append(eps, api.Endpoint{Proto: ep.Proto, Addr: ep.Addr, Node: n.Node, Load: n.Conns})
+		}
+		out = append(out, api.Node{
+			Node: n.Node, Instance: n.Instance, Connections: n.Conns, LoggedIn: n.LoggedIn,
+			MaxConns: n.MaxConns, Load: n.Load(), Draining: n.Draining, Beating: n.Beating,
+			Started: n.Started, Endpoints: eps,
+		})
+	}
+	slices.SortFunc(out, func(a, b api.Node) int { return cmp.Compare(a.Node, b.Node) })
+	return out
 }
 
 // Endpoints implements peers: the live nodes' access points, least loaded

@@ -415,6 +415,21 @@ func (g *Gateway) Endpoints(context.Context) ([]api.Endpoint, error) {
 	return g.peers.Endpoints(g.localEndpoints()), nil
 }
 
+// Nodes implements api.Gateway: this node, and with -redis every live
+// node.
+func (g *Gateway) Nodes(context.Context) ([]api.Node, error) {
+	c := g.hub.Counters()
+	self := api.Node{
+		Node: g.cfg.Node, Connections: c.Connections, LoggedIn: c.LoggedIn, MaxConns: g.cfg.MaxConns,
+		Draining: !g.ready.Load(), Beating: true, Started: g.started.UnixMilli(), Self: true,
+		Endpoints: g.localEndpoints(),
+	}
+	if g.cfg.MaxConns > 0 {
+		self.Load = float64(c.Connections) / float64(g.cfg.MaxConns)
+	}
+	return g.peers.Nodes(self), nil
+}
+
 // localEndpoints lists this node's access points.
 func (g *Gateway) localEndpoints() []api.Endpoint {
 	load := g.hub.Counters().Connections

@@ -65,6 +65,9 @@ type peers interface {
 	// Endpoints lists the access points of every live node, least loaded
 	// first; local are this node's own.
 	Endpoints(local []api.Endpoint) []api.Endpoint
+	// Nodes lists the deployment's nodes by id, self (this node) among
+	// them.
+	Nodes(self api.Node) []api.Node
 	// AddStats adds the peers' counters and queues to s.
 	AddStats(s *metrics.Snapshot)
 }
@@ -103,3 +106,6 @@ func (alone) MembersChanged(context.Context, string, []string, bool) error { ret
 
 // Endpoints implements peers: this node's are all there are.
 func (alone) Endpoints(local []api.Endpoint) []api.Endpoint { return local }
+
+// Nodes implements peers: this node is the deployment.
+func (alone) Nodes(self api.Node) []api.Node { return []api.Node{self} }
