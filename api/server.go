@@ -132,6 +132,10 @@ func New(gw Gateway, opts Options) http.Handler {
 	// token" button calls POST /v1/tokens with a key the person types in.
 	m.Handle("GET /demo/", http.StripPrefix("/demo", web.Handler()))
 	m.Handle("GET /demo", http.RedirectHandler("/demo/", http.StatusMovedPermanently))
+	// The operator console: static too; it asks for the key and sends it
+	// with each /v1 call it makes.
+	m.Handle("GET /admin/", http.StripPrefix("/admin", web.AdminHandler()))
+	m.Handle("GET /admin", http.RedirectHandler("/admin/", http.StatusMovedPermanently))
 	m.HandleFunc("GET /healthz", s.healthz)
 	m.HandleFunc("GET /readyz", s.readyz)
 	switch opts.Pprof {

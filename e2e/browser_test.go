@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/longlink/longlink/codec"
 	"github.com/longlink/longlink/internal/gatewaytest"
 )
 
@@ -28,6 +29,7 @@ import (
 const (
 	browserChromium   = "/usr/bin/chromium"
 	browserScreenshot = "testdata/artifacts/browser-demo.png"
+	consoleScreenshot = "testdata/artifacts/browser-console.png"
 )
 
 // TestBrowserDemo opens the demo page served at /demo/ on the API port in
@@ -108,6 +110,62 @@ func TestBrowserDemo(t *testing.T) {
 		t.Errorf("screenshot %s: %v", browserScreenshot, err)
 	}
 	t.Logf("screenshot: %s", bwAbs(t, browserScreenshot))
+}
+
+// TestBrowserConsole opens the operator console served at /admin/ in
+// headless Chromium: without a key it shows only the form, a wrong key is
+// refused, the right one shows this node, whose connection count rises as
+// a device logs in; the page looks the device up, pushes to it (the
+// device gets the push), kicks it (the device gets KICK) and finds it
+// gone; its charts are drawn, and it requests nothing from another
+// origin. The page is saved to testdata/artifacts/browser-console.png
+// (not committed; docs/img/console.png is a reviewed copy).
+func TestBrowserConsole(t *testing.T) {
+	needNode(t)
+	chromium := ensureChromium(t)
+	ensureNodeModules(t)
+	s := startServer(t, "-node", "console-node")
+	s.Node = "console-node"
+	const device = "console-dev"
+	push := "from the console"
+	p := runNode(t, "browser_console.mjs", map[string]string{
+		"admin": s.API + "/admin/", "apiKey": testAPIKey, "node": s.Node, "device": device,
+		"push": push, "screenshot": bwAbs(t, consoleScreenshot), "chromium": chromium,
+	})
+	if ev := p.next("form"); ev["consoleVisible"] != false || ev["title"] != "Longlink console" {
+		t.Errorf("without a key: %v", ev)
+	}
+	if ev := p.next("refused"); ev["consoleVisible"] != false || bwStr(ev["error"]) == "" {
+		t.Errorf("a wrong key: %v", ev)
+	}
+	if ev := p.next("nodes"); ev["stored"] != testAPIKey {
+		t.Errorf("after the key: %v", ev)
+	}
+	d, _ := loggedIn(t, s, device)
+	if ev := p.next("connections"); ev["connections"] != 1.0 {
+		t.Errorf("connections after a login: %v", ev)
+	}
+	if ev := p.next("lookup"); !strings.HasPrefix(bwStr(ev["result"]), "online on node console-node") {
+		t.Errorf("look-up: %v", ev)
+	}
+	if ev := p.next("pushed"); ev["result"] != "delivered 1" {
+		t.Errorf("push from the page: %v", ev)
+	}
+	d.clWantPush(1, push)
+	if ev := p.next("charts"); ev["lines"].(float64) < 5 || ev["businesses"] != 1.0 {
+		t.Errorf("charts and businesses: %v", ev)
+	}
+	p.next("screenshot")
+	if ev := p.next("kicked"); ev["result"] != "kicked" {
+		t.Errorf("kick from the page: %v", ev)
+	}
+	d.kickedWith(codec.StatusUnauthorized, 5*time.Second)
+	p.next("gone")
+	if ev := p.next("requests"); len(ev["foreign"].([]any)) != 0 {
+		t.Errorf("the console requested other origins: %v", ev["foreign"])
+	}
+	p.wait()
+	t.Logf("screenshot: %s", bwAbs(t, consoleScreenshot))
 }
 
 // TestNodeWebSocketClient speaks the protocol from Node's `ws` package:

@@ -88,7 +88,9 @@ type BizStats struct {
 	Requests uint64 `json:"requests"`
 	// Results counts answers by status name (OK, TIMEOUT, OVERLOADED...).
 	Results  map[string]uint64 `json:"results"`
-	Queued   int64             `json:"queued"` // requests waiting now
+	Workers  int               `json:"workers"`   // forwarding goroutines (0 for echo, answered inline)
+	QueueCap int               `json:"queue_cap"` // requests the queue holds at most
+	Queued   int64             `json:"queued"`    // requests waiting now
 	InFlight int64             `json:"in_flight"`
 	Breaker  string            `json:"breaker"` // closed, open or half-open
 	// LatencySeconds and LatencyCount give the mean latency; /metrics

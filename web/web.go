@@ -9,8 +9,14 @@
 //	             watches pushes arrive and sends requests (the path "/"
 //	             serves it)
 //	demo.js      the page's logic; demo.css its style
+//	admin.html   the operator console (AdminHandler): nodes, live charts,
+//	admin.js     businesses, device look-up and kick, group look-up, a
+//	admin.css    push form; it reads /v1 with the API key a person types
+//	             in (kept in the tab's sessionStorage), and requests
+//	             nothing from another origin
 //
-// The API server mounts Handler at /demo/ (see package api). The files are
+// The API server mounts Handler at /demo/ and AdminHandler at /admin/
+// (see package api). The files are
 // public and static: they need no API key and hold no secret. The page's
 // "Get a token" button calls POST /v1/tokens with an API key the person
 // types in, which is for development only: in production a business's own
@@ -51,7 +57,13 @@ const csp = "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' dat
 // Cache-Control: no-cache (the embedded files have no modification time to
 // revalidate against, and a new binary must not serve a stale page),
 // X-Content-Type-Options: nosniff and a restrictive Content-Security-Policy.
-func Handler() http.Handler {
+func Handler() http.Handler { return handler("demo.html") }
+
+// AdminHandler is Handler with the console, admin.html, at "/".
+func AdminHandler() http.Handler { return handler("admin.html") }
+
+// handler serves the embedded files, index at "/".
+func handler(index string) http.Handler {
 	fileServer := http.FileServerFS(Static)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
@@ -66,7 +78,7 @@ func Handler() http.Handler {
 		h.Set("Referrer-Policy", "no-referrer")
 		name := path.Clean("/" + r.URL.Path)
 		if name == "/" {
-			http.ServeFileFS(w, r, Static, "demo.html")
+			http.ServeFileFS(w, r, Static, index)
 			return
 		}
 		if fi, err := fs.Stat(Static, name[1:]); err != nil || fi.IsDir() {

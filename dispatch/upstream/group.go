@@ -177,6 +177,8 @@ func (g *group) stats() metrics.BizStats {
 		Requests:       g.requests.Load(),
 		Results:        make(map[string]uint64),
 		Queued:         int64(len(g.queue)),
+		Workers:        g.workers,
+		QueueCap:       cap(g.queue),
 		InFlight:       g.inFlight.Load(),
 		Breaker:        gobreaker.StateClosed.String(),
 		LatencySeconds: time.Duration(g.latencyNanos.Load()).Seconds(),

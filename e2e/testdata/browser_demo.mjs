@@ -3,23 +3,12 @@
 //   {demo, ws, token, apiKey, device, push, request, screenshot, chromium}
 // It prints one JSON object per line on stdout ({"event": ...}); the Go test
 // sends the push through the API when it reads {"event":"connected"}.
-import { chromium } from "playwright-core";
+import { emit, launch } from "./browser.mjs";
 
 const cfg = JSON.parse(process.argv[2]);
-const emit = (o) => process.stdout.write(JSON.stringify(o) + "\n");
 const T = 15000; // ms for each wait
 
-const browser = await chromium.launch({
-  executablePath: cfg.chromium,
-  headless: true,
-  // Without these Chromium tries to reach Google's services and hangs on
-  // network lookups in a sandbox that can only reach package mirrors.
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-dev-shm-usage"],
-});
-const page = await browser.newPage({ viewport: { width: 1280, height: 1000 } });
-page.on("pageerror", (err) => emit({ event: "pageerror", message: String(err) }));
+const { browser, page } = await launch(cfg.chromium, { width: 1280, height: 1000 });
 page.on("console", (m) => { if (m.type() === "error") emit({ event: "console", text: m.text() }); });
 
 const text = (sel) => page.locator(sel).first().textContent();
