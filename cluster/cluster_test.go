@@ -468,3 +468,30 @@ func TestRegistryEpoch(t *testing.T) {
 		t.Fatal("a deregistered node is live after the carry-over ended")
 	}
 }
+
+// TestRegistryRefreshSince: a read that started after since is enough; an
+// older one is not.
+func TestRegistryRefreshSince(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := client(t, srv)
+	ctx := t.Context()
+	a, b := newNode(t, rdb, "a", 10*time.Second), newNode(t, rdb, "b", 10*time.Second)
+	a.reg.Register(ctx)
+	before := time.Now()
+	if err := a.reg.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b.reg.Register(ctx)
+	if err := a.reg.RefreshSince(ctx, before); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := a.reg.Info("b"); ok {
+		t.Fatal("RefreshSince read again though the cache was read after since")
+	}
+	if err := a.reg.RefreshSince(ctx, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := a.reg.Info("b"); !ok {
+		t.Fatal("RefreshSince did not read a cache older than since")
+	}
+}

@@ -264,6 +264,18 @@ func (r *Registry) Refresh(ctx context.Context) error {
 	return r.fetch(ctx)
 }
 
+// RefreshSince is Refresh unless a read that started at since or later
+// filled the cache already: callers that poll the live set together share
+// one read.
+func (r *Registry) RefreshSince(ctx context.Context, since time.Time) error {
+	r.fetchMu.Lock()
+	defer r.fetchMu.Unlock()
+	if r.fetchedAt.Load() >= since.UnixNano() {
+		return nil
+	}
+	return r.fetch(ctx)
+}
+
 func (r *Registry) fetch(ctx context.Context) error {
 	started := time.Now()
 	vals, err := readLive.Run(ctx, r.rdb, []string{r.indexKey(), r.epochKey()}, r.nodeKey(""), r.beatKey(""), newEpoch()).StringSlice()

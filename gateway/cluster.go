@@ -827,7 +827,9 @@ func (cl *clusterNode) unanswered(ctx context.Context, a sent, frame []byte) (de
 	info, _ := cl.reg.Info(a.node)
 	deadline := time.Now().Add(deathWait)
 	for {
-		if err := cl.reg.Refresh(ctx); err == nil {
+		// Unanswered pushes to a dead node come many at once: their polls
+		// share reads of the live set.
+		if err := cl.reg.RefreshSince(ctx, time.Now().Add(-pollEvery/2)); err == nil {
 			if n, ok := cl.reg.Info(a.node); !ok || n.Instance != info.Instance || !n.Beating {
 				break // dead
 			}
