@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -74,6 +75,8 @@ type Stats struct {
 	AcksSent          uint64 // PUSH_ACK frames sent
 	LastSeq           uint32 // seq of the last push received (the next resume)
 
+	RTT time.Duration // the last PING→PONG round trip measured (0 before the first), reported with the next PING
+
 	RequestsSent    uint64 // REQUEST frames handed to a connection (retries included)
 	RequestsRetried uint64 // idempotent requests re-queued after a disconnect
 	RequestsFailed  uint64 // requests that ended in an error other than a StatusError
@@ -82,6 +85,8 @@ type Stats struct {
 }
 
 type counters struct {
+	rtt                                                    atomic.Int64           // the last round trip, nanoseconds
+	network                                                atomic.Pointer[string] // Config.Network, or SetNetwork's
 	connects, reconnects, resumed, gaps, kicks, hbTimeouts atomic.Uint64
 	pushes, dups, unhandled, acks                          atomic.Uint64
 	reqSent, reqRetried, reqFailed                         atomic.Uint64
@@ -149,6 +154,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 			c.handlers[biz] = h
 		}
 	}
+	c.SetNetwork(cfg.Network)
 	c.events.init()
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.wg.Add(2)
@@ -222,6 +228,25 @@ func (c *Client) State() State {
 	return c.state
 }
 
+// SetNetwork changes the network kind reported with each PING
+// (Config.Network), for a device that moved from one network to another.
+func (c *Client) SetNetwork(net string) { c.stats.network.Store(&net) }
+
+// qualityMeta is a PING's meta: the last round trip in milliseconds as
+// "rtt", and the network kind as "net" when known; nil before the first
+// round trip.
+func (c *Client) qualityMeta() []byte {
+	rtt := c.stats.rtt.Load()
+	if rtt <= 0 {
+		return nil
+	}
+	meta := codec.AppendMetaString(nil, "rtt", strconv.FormatInt(max(1, rtt/int64(time.Millisecond)), 10))
+	if n := c.stats.network.Load(); n != nil && *n != "" {
+		meta = codec.AppendMetaString(meta, "net", *n)
+	}
+	return meta
+}
+
 // Stats returns the client's counters.
 func (c *Client) Stats() Stats {
 	st := Stats{
@@ -236,6 +261,7 @@ func (c *Client) Stats() Stats {
 		Unhandled:         c.stats.unhandled.Load(),
 		AcksSent:          c.stats.acks.Load(),
 		LastSeq:           c.stats.lastSeq.Load(),
+		RTT:               time.Duration(c.stats.rtt.Load()),
 		RequestsSent:      c.stats.reqSent.Load(),
 		RequestsRetried:   c.stats.reqRetried.Load(),
 		RequestsFailed:    c.stats.reqFailed.Load(),

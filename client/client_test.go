@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -297,6 +298,30 @@ func TestFakeHeartbeatTimeout(t *testing.T) {
 	}
 	g.noPong.Store(false)
 	waitFor(t, 2*time.Second, "reconnect", func() bool { return c.Stats().Reconnects >= 1 && c.State() == StateConnected })
+}
+
+// TestFakeRTTReports: once a PONG came back, each PING carries the last
+// round trip (rtt, whole milliseconds) and the network kind (net), which
+// SetNetwork changes; Stats has the round trip.
+func TestFakeRTTReports(t *testing.T) {
+	g := newFakeGW(t, "n1")
+	r := &recorder{}
+	cfg := fastConfig(r, g.endpoint())
+	cfg.Network = "cell"
+	c := dial(t, cfg)
+	waitFor(t, 2*time.Second, "a PING with rtt", func() bool {
+		m := g.pingMeta.Load()
+		return m != nil && m[0] != ""
+	})
+	m := g.pingMeta.Load()
+	if ms, err := strconv.Atoi(m[0]); err != nil || ms < 1 || m[1] != "cell" {
+		t.Fatalf("PING meta rtt %q net %q, want a positive number of ms and cell", m[0], m[1])
+	}
+	if c.Stats().RTT <= 0 {
+		t.Fatalf("Stats().RTT = %v after a PONG", c.Stats().RTT)
+	}
+	c.SetNetwork("wifi")
+	waitFor(t, 2*time.Second, "a PING with net wifi", func() bool { return g.pingMeta.Load()[1] == "wifi" })
 }
 
 // TestFakeInFlightOnDisconnect: a lost connection fails plain requests in

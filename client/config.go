@@ -83,6 +83,14 @@ type Config struct {
 	// Zero: LOGIN_ACK's hb, or 30s if the gateway gives none.
 	Heartbeat time.Duration
 
+	// Network is the kind of network the device is on, sent with each
+	// PING as meta "net" beside its last measured round trip ("rtt"), for
+	// the gateway's longlink_client_rtt_seconds{net}: "wifi", "cell",
+	// "eth" or "other". Empty: the round trip is sent without it (counted
+	// as other). A device that changes network may set it through
+	// Client.SetNetwork.
+	Network string
+
 	// MissedPongs is how many PINGs may go unanswered: when a heartbeat is
 	// due and that many are still outstanding, the connection is declared
 	// dead and closed. Zero means 2.

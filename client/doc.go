@@ -26,7 +26,9 @@
 // PING goes out every heartbeat (LOGIN_ACK's hb, or Config.Heartbeat if
 // shorter) and when Config.MissedPongs of them are unanswered the
 // connection is closed. Every write has a deadline, so a stalled network
-// cannot block the client either.
+// cannot block the client either. Each PING after the first PONG reports
+// the last round trip (meta rtt) and Config.Network (meta net), for the
+// gateway's longlink_client_rtt_seconds{net}; Stats.RTT has it too.
 //
 // Reconnection waits an exponential backoff with full jitter and a cap
 // (Config.Backoff); the attempt counter resets once a connection has

@@ -27,6 +27,7 @@ type fakeGW struct {
 	acked     atomic.Uint32 // highest PUSH_ACK seq
 	ackFrames atomic.Int64  // PUSH_ACK frames received
 	pings     atomic.Int64
+	pingMeta  atomic.Pointer[[2]string] // the last PING's meta rtt and net
 
 	mu        sync.Mutex
 	conns     []*fakeConn
@@ -215,6 +216,9 @@ func (g *fakeGW) serve(fc *fakeConn) {
 		}
 		switch f.Op {
 		case codec.OpPing:
+			rtt, _ := f.Meta.Get("rtt")
+			nt, _ := f.Meta.Get("net")
+			g.pingMeta.Store(&[2]string{string(rtt), string(nt)})
 			g.pings.Add(1)
 			if !g.noPong.Load() {
 				fc.send(codec.Header{Op: codec.OpPong, Seq: f.Seq}, nil, nil)

@@ -32,9 +32,11 @@ type session struct {
 	out          chan []byte   // frames to write
 	ackWake      chan struct{} // the reader has added to acks
 	acks         *ackBatcher
-	outstanding  atomic.Int32 // PINGs sent since the last PONG
-	healthy      atomic.Bool  // a PONG came back: the connection works both ways
-	rbuf         []byte       // read buffer, reused across frames
+	outstanding  atomic.Int32  // PINGs sent since the last PONG
+	pingSeq      atomic.Uint32 // seq of the last PING sent
+	pingAt       atomic.Int64  // when it was sent, unix nanos
+	healthy      atomic.Bool   // a PONG came back: the connection works both ways
+	rbuf         []byte        // read buffer, reused across frames
 
 	wg     sync.WaitGroup // reader and writer
 	once   sync.Once
@@ -185,6 +187,9 @@ func (s *session) readLoop() {
 		case codec.OpPong:
 			s.outstanding.Store(0)
 			s.healthy.Store(true)
+			if f.Seq == s.pingSeq.Load() {
+				s.c.stats.rtt.Store(time.Now().UnixNano() - s.pingAt.Load())
+			}
 		case codec.OpResponse:
 			s.c.onResponse(&f)
 		case codec.OpPush:
@@ -266,8 +271,10 @@ func (s *session) writeLoop() {
 			}
 			pingSeq++
 			s.outstanding.Add(1)
+			s.pingSeq.Store(pingSeq)
+			s.pingAt.Store(time.Now().UnixNano())
 			s.nc.SetWriteDeadline(time.Now().Add(s.writeTimeout))
-			_, err = bw.Write(encodeFrame(codec.Header{Op: codec.OpPing, Seq: pingSeq}, nil, nil))
+			_, err = bw.Write(encodeFrame(codec.Header{Op: codec.OpPing, Seq: pingSeq}, s.c.qualityMeta(), nil))
 		case <-s.ackWake:
 			s.nc.SetWriteDeadline(time.Now().Add(s.writeTimeout))
 			err = ack()

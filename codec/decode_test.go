@@ -163,6 +163,12 @@ func validFrames(t testing.TB) []validFrame {
 			header: codec.Header{Op: codec.OpKick, Status: codec.StatusSlowConsumer, MetaLen: 1 + 6 + 2 + 25},
 			meta:   []entry{{"reason", "outbound queue overflowed"}},
 		},
+		{
+			name:   "doc/PING-rtt",
+			raw:    mustHex(t, "4c4b0103000000000000001200000008000000000372747400023837036e6574000463656c6c"),
+			header: codec.Header{Op: codec.OpPing, Seq: 8, MetaLen: 18},
+			meta:   []entry{{"rtt", "87"}, {"net", "cell"}},
+		},
 	}
 }
 

@@ -3,6 +3,7 @@ package conn
 import (
 	"github.com/longlink/longlink/codec"
 	"github.com/longlink/longlink/dispatch/downstream"
+	"github.com/longlink/longlink/netquality"
 )
 
 // Lookup returns the device's connection on this node, or nil.
@@ -85,6 +86,10 @@ type Counters struct {
 	Kicks                                        [codec.NumStatus]uint64
 	Closes                                       [NumCloseReasons]uint64 // connections closed, by reason
 }
+
+// ClientRTT returns the round trips clients reported, per network type,
+// and how many reports were dropped as malformed.
+func (h *Hub) ClientRTT() ([]netquality.Stats, uint64) { return h.rtt.Stats(), h.rtt.Dropped() }
 
 // Counters reads the hub's counters.
 func (h *Hub) Counters() (s Counters) {

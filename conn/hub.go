@@ -15,6 +15,7 @@ import (
 	"github.com/longlink/longlink/codec"
 	"github.com/longlink/longlink/dispatch/downstream"
 	"github.com/longlink/longlink/dispatch/upstream"
+	"github.com/longlink/longlink/netquality"
 	"github.com/longlink/longlink/reactor"
 	"github.com/longlink/longlink/recovery"
 	"github.com/longlink/longlink/route"
@@ -128,6 +129,7 @@ type Hub struct {
 	loginq     *loginPool             // runs logins' route work with a shared route; nil without
 	underway   underway               // logins bound in the shared route, not yet registered
 	inputLocks [64]sync.Mutex         // a connection's input lock while a login worker may resume it (login.go)
+	rtt        netquality.RTT         // the round trips clients report in PING meta
 
 	conns, loggedIn                                           atomic.Int64
 	accepted, refused, refusedSource, logins, loginFails      atomic.Uint64

@@ -118,6 +118,12 @@ func (c *Conn) handle(f *codec.Frame, over bool) {
 		status := codec.StatusOK
 		if over {
 			status = codec.StatusOverloaded
+		} else if rtt, ok := f.Meta.Get("rtt"); ok {
+			// A network quality report: aggregated for the node, kept
+			// nowhere for the connection. A malformed one is dropped
+			// (counted); the PING is answered all the same.
+			net, _ := f.Meta.Get("net")
+			c.hub.rtt.Report(rtt, net)
 		}
 		var b [codec.HeaderSize]byte
 		c.send(codec.AppendPong(b[:0], f.Seq, status))

@@ -253,6 +253,17 @@ func TestNodeWebSocketClient(t *testing.T) {
 		}
 		return nil
 	})
+	// The PINGs after the first PONG carry its round trip (no net in
+	// Node: "other").
+	var reported float64
+	for _, h := range s.stats()["client_rtt"].([]any) {
+		if h := h.(map[string]any); h["net"] == "other" {
+			reported = h["count"].(float64)
+		}
+	}
+	if reported < 1 {
+		t.Errorf("no round-trip report from longlink.js: client_rtt %v", s.stats()["client_rtt"])
+	}
 
 	if ev := p.next("closed"); ev["lastPushSeq"] != 3.0 || ev["state"] != "disconnected" || ev["requestError"] != "not_connected" {
 		t.Errorf("closed: %v", ev)

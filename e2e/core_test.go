@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -577,5 +578,36 @@ func TestNodesAlone(t *testing.T) {
 	n := body.Nodes[0]
 	if n["node"] != "solo" || n["self"] != true || n["connections"] != 1.0 || n["logged_in"] != 1.0 || n["draining"] != false || len(n["endpoints"].([]any)) == 0 {
 		t.Fatalf("the node lists itself as %v", n)
+	}
+}
+
+// TestNetworkQualityReports: PING meta rtt and net land in the node's
+// longlink_client_rtt_seconds{net} histogram (an unknown net in "other"),
+// a malformed rtt is dropped and counted, and every PING gets its PONG.
+func TestNetworkQualityReports(t *testing.T) {
+	s := startServer(t)
+	c, _ := loggedIn(t, s, "rtt-dev")
+	for i, r := range []struct{ rtt, net string }{{"120", "wifi"}, {"40", "cell"}, {"3000", "satellite"}, {"soon", "wifi"}} {
+		meta := codec.AppendMetaString(codec.AppendMetaString(nil, "rtt", r.rtt), "net", r.net)
+		c.send(codec.Header{Op: codec.OpPing, Seq: uint32(10 + i)}, meta, nil)
+		if f := c.read(5 * time.Second); f.Op != codec.OpPong || f.Seq != uint32(10+i) || f.Status != codec.StatusOK {
+			t.Fatalf("PING with rtt %q: %v seq %d %v, want PONG OK", r.rtt, f.Op, f.Seq, f.Status)
+		}
+	}
+	code, body := mustGet(t, s, "/metrics", "")
+	if code != 200 {
+		t.Fatalf("/metrics: %d", code)
+	}
+	for _, want := range []string{
+		`longlink_client_rtt_seconds_bucket{net="wifi",le="0.1"} 0`,
+		`longlink_client_rtt_seconds_bucket{net="wifi",le="0.25"} 1`,
+		`longlink_client_rtt_seconds_count{net="wifi"} 1`,
+		`longlink_client_rtt_seconds_bucket{net="cell",le="0.05"} 1`,
+		`longlink_client_rtt_seconds_sum{net="other"} 3`,
+		`longlink_client_rtt_dropped_total 1`,
+	} {
+		if !strings.Contains(body, want+"\n") {
+			t.Errorf("/metrics lacks %s", want)
+		}
 	}
 }

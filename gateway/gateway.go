@@ -40,6 +40,7 @@ import (
 	"github.com/longlink/longlink/dispatch/upstream"
 	"github.com/longlink/longlink/events"
 	"github.com/longlink/longlink/metrics"
+	"github.com/longlink/longlink/netquality"
 	"github.com/longlink/longlink/reactor"
 	"github.com/longlink/longlink/recovery"
 	"github.com/longlink/longlink/route"
@@ -347,6 +348,7 @@ func (g *Gateway) Ready() bool { return g.ready.Load() }
 // Stats implements api.Gateway.
 func (g *Gateway) Stats() metrics.Snapshot {
 	h := g.hub.Counters()
+	rtts, rttDropped := g.hub.ClientRTT()
 	d := g.down.Stats()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
@@ -372,6 +374,8 @@ func (g *Gateway) Stats() metrics.Snapshot {
 		BytesOut:      d.BytesOut,
 		Writes:        d.Writes,
 		Kicks:         map[string]uint64{},
+		ClientRTT:     clientRTT(rtts),
+		RTTDropped:    rttDropped,
 		Push: metrics.PushStats{
 			Requests:   g.pushRequests.Load(),
 			Deliveries: d.Deliveries,
@@ -413,6 +417,15 @@ func (g *Gateway) Token(device, app string, ttl time.Duration, groups []string) 
 // -redis those of every live node, least loaded first.
 func (g *Gateway) Endpoints(context.Context) ([]api.Endpoint, error) {
 	return g.peers.Endpoints(g.localEndpoints()), nil
+}
+
+// clientRTT turns the hub's round-trip histograms into the snapshot's.
+func clientRTT(rtts []netquality.Stats) []metrics.RTTStats {
+	out := make([]metrics.RTTStats, len(rtts))
+	for i, r := range rtts {
+		out[i] = metrics.RTTStats{Net: r.Net, Bounds: netquality.Bounds[:], Cumulative: r.Cumulative[:], Count: r.Count, Sum: r.Sum}
+	}
+	return out
 }
 
 // Nodes implements api.Gateway: this node, and with -redis every live

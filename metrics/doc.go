@@ -26,6 +26,8 @@
 //	longlink_push_{unrouted,no_reply,route_cached,route_stale}_total counters (-redis)
 //	longlink_cluster_link_{requests,fallbacks}_total               counters (-redis)
 //	longlink_redis_errors_total                                    counter (-redis)
+//	longlink_client_rtt_seconds{net}                               histogram (PING meta rtt, net)
+//	longlink_client_rtt_dropped_total                              counter
 //	longlink_biz_requests_total{biz}                               counter
 //	longlink_biz_results_total{biz,status}                         counter
 //	longlink_biz_queued{biz}, longlink_biz_in_flight{biz}          gauges

@@ -54,6 +54,8 @@ var (
 	descPushStale      = desc("push_route_stale_total", "Unicast push targets whose cached node no longer held them, looked up anew (with -redis).")
 	descLinkRequests   = desc("cluster_link_requests_total", "Requests (unicast pushes, kicks) sent to another node on its direct link (with -redis).")
 	descLinkFallbacks  = desc("cluster_link_fallbacks_total", "Requests to another node that could not use a link and went through Redis (with -redis).")
+	descClientRTT      = desc("client_rtt_seconds", "Round trips clients report in PING meta rtt, by the network they say they are on (PING meta net).", "net")
+	descRTTDropped     = desc("client_rtt_dropped_total", "Round-trip reports dropped as malformed (rtt not a number of milliseconds up to 10 minutes).")
 	descRedisErrors    = desc("redis_errors_total", "Redis commands that failed: Redis down, failing over or refusing them (with -redis; a nil reply is not a failure).")
 	descBizRequests    = desc("biz_requests_total", "Upstream requests to a business.", "biz")
 	descBizResults     = desc("biz_results_total", "Upstream answers by RESPONSE status.", "biz", "status")
@@ -69,7 +71,7 @@ var (
 		descConnections, descLoggedIn, descAccepted, descRefused, descRefusedSource, descThrottled, descRateLimited, descLogins,
 		descLoginFailures, descFramesIn, descFramesOut, descBytesIn, descBytesOut, descWrites,
 		descKicks, descCloses, descPushRequests, descPushDeliveries, descPushOffline,
-		descPushRecovered, descPushAcks, descPushUnrouted, descPushNoReply, descPushCached, descPushStale, descLinkRequests, descLinkFallbacks, descRedisErrors, descBizRequests, descBizResults,
+		descPushRecovered, descPushAcks, descPushUnrouted, descPushNoReply, descPushCached, descPushStale, descLinkRequests, descLinkFallbacks, descRedisErrors, descClientRTT, descRTTDropped, descBizRequests, descBizResults,
 		descBizQueued, descBizInFlight, descBizBreakerOpen, descBizLatency,
 		descQueueLen, descQueueCap, descQueueDropped,
 	}
@@ -139,6 +141,16 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	c.counter(ch, descLinkRequests, s.Cluster.LinkRequests)
 	c.counter(ch, descLinkFallbacks, s.Cluster.LinkFallbacks)
 	c.counter(ch, descRedisErrors, s.Cluster.RedisErrors)
+
+	for _, r := range s.ClientRTT {
+		buckets := make(map[float64]uint64, len(r.Bounds))
+		for i, le := range r.Bounds {
+			buckets[le] = r.Cumulative[i]
+		}
+		m, err := prometheus.NewConstHistogram(descClientRTT, r.Count, r.Sum, buckets, r.Net)
+		emit(ch, descClientRTT, m, err)
+	}
+	c.counter(ch, descRTTDropped, s.RTTDropped)
 
 	for _, b := range s.Businesses {
 		biz := strconv.FormatUint(uint64(b.ID), 10)

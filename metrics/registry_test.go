@@ -38,6 +38,8 @@ func sampleSnapshot() Snapshot {
 		Closes:        map[string]uint64{"client_closed": 3, "write_error": 2},
 		Push:          PushStats{Requests: 5, Deliveries: 50, Offline: 3, Recovered: 2, Acks: 40, Unrouted: 6, NoReply: 7, RouteCached: 8, RouteStale: 9},
 		Cluster:       ClusterStats{LinkRequests: 10, LinkFallbacks: 11, RedisErrors: 12},
+		ClientRTT:     []RTTStats{{Net: "cell", Bounds: []float64{0.1, 1}, Cumulative: []uint64{2, 3}, Count: 4, Sum: 7.5}},
+		RTTDropped:    13,
 		Businesses: []BizStats{
 			{ID: 1, Target: "echo", Requests: 9, Results: map[string]uint64{"OK": 8, "TIMEOUT": 1},
 				Queued: 2, InFlight: 1, Breaker: "closed", LatencySeconds: 0.5, LatencyCount: 9},
@@ -137,6 +139,16 @@ longlink_cluster_link_fallbacks_total 11
 # HELP longlink_redis_errors_total Redis commands that failed: Redis down, failing over or refusing them (with -redis; a nil reply is not a failure).
 # TYPE longlink_redis_errors_total counter
 longlink_redis_errors_total 12
+# HELP longlink_client_rtt_seconds Round trips clients report in PING meta rtt, by the network they say they are on (PING meta net).
+# TYPE longlink_client_rtt_seconds histogram
+longlink_client_rtt_seconds_bucket{net="cell",le="0.1"} 2
+longlink_client_rtt_seconds_bucket{net="cell",le="1"} 3
+longlink_client_rtt_seconds_bucket{net="cell",le="+Inf"} 4
+longlink_client_rtt_seconds_sum{net="cell"} 7.5
+longlink_client_rtt_seconds_count{net="cell"} 4
+# HELP longlink_client_rtt_dropped_total Round-trip reports dropped as malformed (rtt not a number of milliseconds up to 10 minutes).
+# TYPE longlink_client_rtt_dropped_total counter
+longlink_client_rtt_dropped_total 13
 # HELP longlink_biz_requests_total Upstream requests to a business.
 # TYPE longlink_biz_requests_total counter
 longlink_biz_requests_total{biz="1"} 9

@@ -39,7 +39,12 @@ type Snapshot struct {
 	// read_error, write_error, idle, kicked, slow_consumer, shutdown).
 	Closes map[string]uint64 `json:"closes"`
 
-	Push       PushStats    `json:"push"`
+	Push PushStats `json:"push"`
+	// ClientRTT is what clients report of their round trips (PING meta
+	// rtt and net), one histogram per network type; RTTDropped counts the
+	// reports dropped as malformed.
+	ClientRTT  []RTTStats   `json:"client_rtt"`
+	RTTDropped uint64       `json:"client_rtt_dropped"`
 	Cluster    ClusterStats `json:"cluster"`
 	Businesses []BizStats   `json:"businesses"`
 	Queues     []QueueStats `json:"queues"`
@@ -79,6 +84,15 @@ type PushStats struct {
 	// be reached), looked up anew.
 	RouteCached uint64 `json:"route_cached"`
 	RouteStale  uint64 `json:"route_stale"`
+}
+
+// RTTStats is one network type's histogram of client round trips.
+type RTTStats struct {
+	Net        string    `json:"net"`
+	Bounds     []float64 `json:"le"`         // upper bounds, seconds
+	Cumulative []uint64  `json:"cumulative"` // reports at or under each bound
+	Count      uint64    `json:"count"`      // every report, those above the last bound included
+	Sum        float64   `json:"sum_seconds"`
 }
 
 // BizStats is one business's forwarding group.

@@ -141,6 +141,7 @@ async function client() {
   const pushes = [waitFor("push", (p) => p.id === "p1"), waitFor("push", (p) => p.id === "p2"), waitFor("duplicate")];
   await Promise.all(pushes);
   await waitFor("pong"); // heartbeats run (-hb 1s)
+  await waitFor("pong"); // the PING after the first PONG reported its round trip
   emit({ event: "pong" });
 
   // Close; the test pushes p4 and p5 while the device is offline, then

@@ -79,6 +79,12 @@ function toBytes(v) {
  * @property {Uint8Array} body
  */
 
+// networkKind maps the Network Information API's connection type to the
+// protocol's net values; undefined when the browser does not say.
+function networkKind(type) {
+  return { wifi: "wifi", cellular: "cell", ethernet: "eth", bluetooth: "other", wimax: "other", other: "other" }[type];
+}
+
 /**
  * Encodes one frame.
  * @param {{op: number, flags?: number, biz?: number, status?: number, seq?: number,
@@ -231,6 +237,7 @@ export class Push {
  * @property {number} [loginTimeout=10000]  ms from opening the socket to LOGIN_ACK
  * @property {number} [heartbeat=30]  seconds between PINGs until LOGIN_ACK gives `hb`
  * @property {number} [missedPongs=2]  unanswered PINGs after which the connection is dead
+ * @property {string} [network]  the network kind reported with each PING ("wifi", "cell", "eth", "other"); default from navigator.connection.type where the browser has it
  * @property {number} [ackDelay=20]  ms a PUSH_ACK waits to cover later pushes too
  * @property {number} [dedupWindow=1024]  push ids remembered for deduplication; 0 disables
  * @property {number} [maxFrame=65536]  largest frame sent, header included (the gateway's -max-frame)
@@ -470,6 +477,7 @@ export class LonglinkClient extends EventTarget {
         this._outstanding = 0;
         const sent = this._pingSent?.get(f.seq);
         this._pingSent?.delete(f.seq);
+        if (sent !== undefined) this._rtt = Math.max(1, Date.now() - sent); // reported with the next PING
         this._emit("pong", { seq: f.seq, rtt: sent === undefined ? null : Date.now() - sent });
         return;
       }
@@ -522,7 +530,17 @@ export class LonglinkClient extends EventTarget {
     this._outstanding++;
     this._pingSent.set(seq, Date.now());
     if (this._pingSent.size > 16) this._pingSent.delete(this._pingSent.keys().next().value);
-    this._send(encodeFrame({ op: Op.PING, seq }));
+    this._send(encodeFrame({ op: Op.PING, seq, meta: this._quality() }));
+  }
+
+  // The network quality report of a PING: the last round trip and the
+  // network kind (docs/protocol.md, PING); none before the first PONG.
+  _quality() {
+    if (!this._rtt) return undefined;
+    const meta = { rtt: String(this._rtt) };
+    const net = this.opts.network ?? networkKind(globalThis.navigator?.connection?.type);
+    if (net) meta.net = net;
+    return meta;
   }
 
   /** @param {Frame} f */
