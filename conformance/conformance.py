@@ -448,6 +448,30 @@ def c_ping_pipelined(s):
         eq(got, list(range(100, 120)), "PONG seqs")
 
 
+def rtt_count(s, net):
+    """longlink_client_rtt_seconds_count{net=...} from /metrics (0 when absent)."""
+    code, _, payload = s.api("GET", "/metrics")
+    eq(code, 200, "GET /metrics status")
+    prefix = 'longlink_client_rtt_seconds_count{net="%s"} ' % net
+    for line in payload.decode().splitlines():
+        if line.startswith(prefix):
+            return float(line[len(prefix):])
+    return 0.0
+
+
+@check("ping: a network quality report (meta rtt, net) is answered and counted; a malformed one is answered")
+def c_ping_quality(s):
+    before = rtt_count(s, "wifi")
+    with s.login() as c:
+        c.send_frame(PING, seq=21, meta=[("rtt", "87"), ("net", "wifi")])
+        p = c.expect(PONG)
+        eq((p.seq, p.status), (21, OK), "PONG to a PING with rtt")
+        c.send_frame(PING, seq=22, meta=[("rtt", "fast"), ("net", "wifi")])
+        p = c.expect(PONG)
+        eq((p.seq, p.status), (22, OK), "PONG to a PING with a malformed rtt")
+    eq(rtt_count(s, "wifi"), before + 1, "longlink_client_rtt_seconds_count{net=\"wifi\"} after one report")
+
+
 # ---- requests
 
 @check("request: echo answers with seq/biz/body/meta copied")
