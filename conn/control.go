@@ -91,6 +91,12 @@ type Counters struct {
 // and how many reports were dropped as malformed.
 func (h *Hub) ClientRTT() ([]netquality.Stats, uint64) { return h.rtt.Stats(), h.rtt.Dropped() }
 
+// Intervals returns the histogram of heartbeat intervals granted at
+// login (netquality.IntervalBounds): cumulative counts, count, sum.
+func (h *Hub) Intervals() ([len(netquality.IntervalBounds)]uint64, uint64, float64) {
+	return h.intervals.Stats()
+}
+
 // Counters reads the hub's counters.
 func (h *Hub) Counters() (s Counters) {
 	s.Connections, s.LoggedIn = h.conns.Load(), h.loggedIn.Load()

@@ -130,6 +130,7 @@ type Hub struct {
 	underway   underway               // logins bound in the shared route, not yet registered
 	inputLocks [64]sync.Mutex         // a connection's input lock while a login worker may resume it (login.go)
 	rtt        netquality.RTT         // the round trips clients report in PING meta
+	intervals  netquality.Intervals   // the heartbeat intervals granted at login
 
 	conns, loggedIn                                           atomic.Int64
 	accepted, refused, refusedSource, logins, loginFails      atomic.Uint64

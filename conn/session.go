@@ -253,6 +253,7 @@ func (l *loginJob) enter() {
 	h.wheel.reschedule(c)
 	c.tokens = float32(h.opts.Burst)
 	h.logins.Add(1)
+	h.intervals.Granted(h.opts.Heartbeat)
 	var prev *Conn
 	c.welcome(l.seq, rec, l.resume, l.resuming, func() {
 		var ok bool

@@ -375,6 +375,7 @@ func (g *Gateway) Stats() metrics.Snapshot {
 		Writes:        d.Writes,
 		Kicks:         map[string]uint64{},
 		ClientRTT:     clientRTT(rtts),
+		Heartbeats:    heartbeats(g.hub.Intervals()),
 		RTTDropped:    rttDropped,
 		Push: metrics.PushStats{
 			Requests:   g.pushRequests.Load(),
@@ -426,6 +427,12 @@ func clientRTT(rtts []netquality.Stats) []metrics.RTTStats {
 		out[i] = metrics.RTTStats{Net: r.Net, Bounds: netquality.Bounds[:], Cumulative: r.Cumulative[:], Count: r.Count, Sum: r.Sum}
 	}
 	return out
+}
+
+// heartbeats turns the hub's histogram of granted intervals into the
+// snapshot's.
+func heartbeats(cum [len(netquality.IntervalBounds)]uint64, count uint64, sum float64) metrics.RTTStats {
+	return metrics.RTTStats{Bounds: netquality.IntervalBounds[:], Cumulative: cum[:], Count: count, Sum: sum}
 }
 
 // Nodes implements api.Gateway: this node, and with -redis every live

@@ -28,6 +28,7 @@
 //	longlink_redis_errors_total                                    counter (-redis)
 //	longlink_client_rtt_seconds{net}                               histogram (PING meta rtt, net)
 //	longlink_client_rtt_dropped_total                              counter
+//	longlink_heartbeat_interval_seconds                            histogram (LOGIN_ACK hb granted)
 //	longlink_biz_requests_total{biz}                               counter
 //	longlink_biz_results_total{biz,status}                         counter
 //	longlink_biz_queued{biz}, longlink_biz_in_flight{biz}          gauges

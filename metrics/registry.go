@@ -55,6 +55,7 @@ var (
 	descLinkRequests   = desc("cluster_link_requests_total", "Requests (unicast pushes, kicks) sent to another node on its direct link (with -redis).")
 	descLinkFallbacks  = desc("cluster_link_fallbacks_total", "Requests to another node that could not use a link and went through Redis (with -redis).")
 	descClientRTT      = desc("client_rtt_seconds", "Round trips clients report in PING meta rtt, by the network they say they are on (PING meta net).", "net")
+	descHeartbeats     = desc("heartbeat_interval_seconds", "Heartbeat intervals granted at login (LOGIN_ACK hb).")
 	descRTTDropped     = desc("client_rtt_dropped_total", "Round-trip reports dropped as malformed (rtt not a number of milliseconds up to 10 minutes).")
 	descRedisErrors    = desc("redis_errors_total", "Redis commands that failed: Redis down, failing over or refusing them (with -redis; a nil reply is not a failure).")
 	descBizRequests    = desc("biz_requests_total", "Upstream requests to a business.", "biz")
@@ -71,7 +72,7 @@ var (
 		descConnections, descLoggedIn, descAccepted, descRefused, descRefusedSource, descThrottled, descRateLimited, descLogins,
 		descLoginFailures, descFramesIn, descFramesOut, descBytesIn, descBytesOut, descWrites,
 		descKicks, descCloses, descPushRequests, descPushDeliveries, descPushOffline,
-		descPushRecovered, descPushAcks, descPushUnrouted, descPushNoReply, descPushCached, descPushStale, descLinkRequests, descLinkFallbacks, descRedisErrors, descClientRTT, descRTTDropped, descBizRequests, descBizResults,
+		descPushRecovered, descPushAcks, descPushUnrouted, descPushNoReply, descPushCached, descPushStale, descLinkRequests, descLinkFallbacks, descRedisErrors, descClientRTT, descRTTDropped, descHeartbeats, descBizRequests, descBizResults,
 		descBizQueued, descBizInFlight, descBizBreakerOpen, descBizLatency,
 		descQueueLen, descQueueCap, descQueueDropped,
 	}
@@ -143,14 +144,12 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	c.counter(ch, descRedisErrors, s.Cluster.RedisErrors)
 
 	for _, r := range s.ClientRTT {
-		buckets := make(map[float64]uint64, len(r.Bounds))
-		for i, le := range r.Bounds {
-			buckets[le] = r.Cumulative[i]
-		}
-		m, err := prometheus.NewConstHistogram(descClientRTT, r.Count, r.Sum, buckets, r.Net)
-		emit(ch, descClientRTT, m, err)
+		histogram(ch, descClientRTT, r, r.Net)
 	}
 	c.counter(ch, descRTTDropped, s.RTTDropped)
+	if len(s.Heartbeats.Bounds) > 0 {
+		histogram(ch, descHeartbeats, s.Heartbeats)
+	}
 
 	for _, b := range s.Businesses {
 		biz := strconv.FormatUint(uint64(b.ID), 10)
@@ -178,6 +177,17 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(ch, descQueueCap, float64(q.Cap), q.Name)
 		c.counter(ch, descQueueDropped, q.Dropped, q.Name)
 	}
+}
+
+// histogram emits h as a histogram series. Its counts come from atomic
+// counters that only grow, read once per scrape.
+func histogram(ch chan<- prometheus.Metric, d *prometheus.Desc, h RTTStats, labels ...string) {
+	buckets := make(map[float64]uint64, len(h.Bounds))
+	for i, le := range h.Bounds {
+		buckets[le] = h.Cumulative[i]
+	}
+	m, err := prometheus.NewConstHistogram(d, h.Count, h.Sum, buckets, labels...)
+	emit(ch, d, m, err)
 }
 
 func gauge(ch chan<- prometheus.Metric, d *prometheus.Desc, v float64, labels ...string) {

@@ -40,6 +40,7 @@ func sampleSnapshot() Snapshot {
 		Cluster:       ClusterStats{LinkRequests: 10, LinkFallbacks: 11, RedisErrors: 12},
 		ClientRTT:     []RTTStats{{Net: "cell", Bounds: []float64{0.1, 1}, Cumulative: []uint64{2, 3}, Count: 4, Sum: 7.5}},
 		RTTDropped:    13,
+		Heartbeats:    RTTStats{Bounds: []float64{30, 60}, Cumulative: []uint64{5, 6}, Count: 6, Sum: 210},
 		Businesses: []BizStats{
 			{ID: 1, Target: "echo", Requests: 9, Results: map[string]uint64{"OK": 8, "TIMEOUT": 1},
 				Queued: 2, InFlight: 1, Breaker: "closed", LatencySeconds: 0.5, LatencyCount: 9},
@@ -146,6 +147,13 @@ longlink_client_rtt_seconds_bucket{net="cell",le="1"} 3
 longlink_client_rtt_seconds_bucket{net="cell",le="+Inf"} 4
 longlink_client_rtt_seconds_sum{net="cell"} 7.5
 longlink_client_rtt_seconds_count{net="cell"} 4
+# HELP longlink_heartbeat_interval_seconds Heartbeat intervals granted at login (LOGIN_ACK hb).
+# TYPE longlink_heartbeat_interval_seconds histogram
+longlink_heartbeat_interval_seconds_bucket{le="30"} 5
+longlink_heartbeat_interval_seconds_bucket{le="60"} 6
+longlink_heartbeat_interval_seconds_bucket{le="+Inf"} 6
+longlink_heartbeat_interval_seconds_sum 210
+longlink_heartbeat_interval_seconds_count 6
 # HELP longlink_client_rtt_dropped_total Round-trip reports dropped as malformed (rtt not a number of milliseconds up to 10 minutes).
 # TYPE longlink_client_rtt_dropped_total counter
 longlink_client_rtt_dropped_total 13

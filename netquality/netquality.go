@@ -1,4 +1,5 @@
-// Package netquality aggregates what clients report of their network:
+// Package netquality aggregates what clients report of their network, and
+// the heartbeat intervals the node grants them (Intervals):
 // PING meta rtt (the client's last PING→PONG round trip, in decimal
 // milliseconds) and net (wifi, cell, eth, other). The reports go into one
 // fixed-bucket histogram per network type, a handful of atomic counters
@@ -113,4 +114,42 @@ func (r *RTT) Stats() []Stats {
 		out[i] = s
 	}
 	return out
+}
+
+// IntervalBounds are the upper bounds, in seconds, of the histogram of
+// heartbeat intervals granted at login.
+var IntervalBounds = [...]float64{5, 10, 15, 30, 60, 120, 180, 240, 300, 600}
+
+// Intervals counts the heartbeat intervals granted at login (LOGIN_ACK
+// hb), for longlink_heartbeat_interval_seconds: how often the node's
+// devices are asked to wake up. The zero value is ready.
+type Intervals struct {
+	buckets [len(IntervalBounds) + 1]atomic.Uint64
+	sumS    atomic.Uint64
+}
+
+// Granted records one login's interval.
+func (h *Intervals) Granted(d time.Duration) {
+	secs := uint64(d / time.Second)
+	b := len(IntervalBounds)
+	for i, le := range IntervalBounds {
+		if float64(secs) <= le {
+			b = i
+			break
+		}
+	}
+	h.buckets[b].Add(1)
+	h.sumS.Add(secs)
+}
+
+// Stats returns the histogram: reports at or under each bound of
+// IntervalBounds, the count and the sum in seconds.
+func (h *Intervals) Stats() (cumulative [len(IntervalBounds)]uint64, count uint64, sum float64) {
+	for b := range h.buckets {
+		count += h.buckets[b].Load()
+		if b < len(IntervalBounds) {
+			cumulative[b] = count
+		}
+	}
+	return cumulative, count, float64(h.sumS.Load())
 }

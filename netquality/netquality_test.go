@@ -2,6 +2,7 @@ package netquality
 
 import (
 	"testing"
+	"time"
 )
 
 // TestReport: reports land in their net's bucket (unknown nets in
@@ -45,5 +46,19 @@ func BenchmarkReport(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		r.Report(rtt, net)
+	}
+}
+
+// TestIntervals: granted intervals land in their bucket, cumulative, with
+// their sum.
+func TestIntervals(t *testing.T) {
+	var h Intervals
+	h.Granted(30 * time.Second)
+	h.Granted(30 * time.Second)
+	h.Granted(270 * time.Second)
+	h.Granted(time.Hour) // above every bound
+	cum, n, sum := h.Stats()
+	if n != 4 || sum != 3930 || cum[2] != 0 || cum[3] != 2 || cum[7] != 2 || cum[8] != 3 || cum[len(IntervalBounds)-1] != 3 {
+		t.Errorf("Stats = %v, %d, %v", cum, n, sum)
 	}
 }
