@@ -32,6 +32,8 @@ func exported(t *testing.T) map[string][]string {
 			Cluster:    metrics.ClusterStats{LinkRequests: 1, LinkFallbacks: 1, RedisErrors: 1},
 			Businesses: []metrics.BizStats{{ID: 1, Target: "echo", Requests: 1, Results: map[string]uint64{"OK": 1}, Breaker: "open", LatencyCount: 1}},
 			Queues:     []metrics.QueueStats{{Name: "q", Len: 1, Cap: 2, Dropped: 1}},
+			ClientRTT:  []metrics.RTTStats{{Net: "wifi", Bounds: []float64{1}, Cumulative: []uint64{1}, Count: 1, Sum: 0.1}},
+			Heartbeats: metrics.RTTStats{Bounds: []float64{30}, Cumulative: []uint64{1}, Count: 1, Sum: 30},
 		}
 	})
 	families, err := reg.Gather()
@@ -69,7 +71,7 @@ func checkExpr(t *testing.T, where, expr string, series map[string][]string) {
 		name := m[1]
 		have, ok := series[name]
 		if !ok {
-			for _, suffix := range []string{"_sum", "_count"} {
+			for _, suffix := range []string{"_sum", "_count", "_bucket"} {
 				if base, cut := strings.CutSuffix(name, suffix); cut {
 					have, ok = series[base]
 				}
@@ -81,6 +83,9 @@ func checkExpr(t *testing.T, where, expr string, series map[string][]string) {
 		}
 		found = true
 		labels = append(labels, have...)
+		if strings.HasSuffix(name, "_bucket") {
+			labels = append(labels, "le") // a histogram's buckets carry it
+		}
 		for _, mm := range matcherRe.FindAllStringSubmatch(m[2], -1) {
 			label, value := mm[1], mm[2]
 			if !slices.Contains(have, label) && !slices.Contains(addedByPro, label) {
