@@ -304,17 +304,24 @@ func (b *Bus) probeLoop() {
 			if s.probed.Load() != 0 {
 				continue // the last probe may still come back
 			}
-			// Outstanding before it is sent: it may come back before
-			// the publish returns. A probe Redis did not take is none.
-			probe := append([]byte{probeByte, byte(i)}, b.instance...)
-			s.probed.Store(now)
 			ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
-			if b.publish(ctx, b.rdb, s.channels[0], probe).Err() != nil {
-				s.probed.CompareAndSwap(now, 0)
-			}
+			_ = b.probe(ctx, i, now)
 			cancel()
 		}
 	}
+}
+
+// probe publishes a probe on subscription i's first channel, outstanding
+// from now. It is outstanding before it is sent, as it may come back
+// before the publish returns; a probe Redis did not take is none.
+func (b *Bus) probe(ctx context.Context, i int, now int64) error {
+	s := b.subs[i]
+	s.probed.Store(now)
+	err := b.publish(ctx, b.rdb, s.channels[0], append([]byte{probeByte, byte(i)}, b.instance...)).Err()
+	if err != nil {
+		s.probed.CompareAndSwap(now, 0)
+	}
+	return err
 }
 
 // remakeTries and remakeWait bound remake: each try reloads the slot map,
@@ -347,11 +354,8 @@ func (b *Bus) remake(i int, ps *redis.PubSub) {
 		case <-s.heard: // drained: only a probe sent from here counts
 		default:
 		}
-		now := time.Now().UnixNano()
-		s.probed.Store(now)
-		probe := append([]byte{probeByte, byte(i)}, b.instance...)
 		if err == nil {
-			err = b.publish(ctx, b.rdb, s.channels[0], probe).Err()
+			err = b.probe(ctx, i, time.Now().UnixNano())
 		}
 		cancel()
 		t := time.NewTimer(remakeWait)

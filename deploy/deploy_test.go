@@ -32,8 +32,8 @@ func exported(t *testing.T) map[string][]string {
 			Cluster:    metrics.ClusterStats{LinkRequests: 1, LinkFallbacks: 1, RedisErrors: 1},
 			Businesses: []metrics.BizStats{{ID: 1, Target: "echo", Requests: 1, Results: map[string]uint64{"OK": 1}, Breaker: "open", LatencyCount: 1}},
 			Queues:     []metrics.QueueStats{{Name: "q", Len: 1, Cap: 2, Dropped: 1}},
-			ClientRTT:  []metrics.RTTStats{{Net: "wifi", Bounds: []float64{1}, Cumulative: []uint64{1}, Count: 1, Sum: 0.1}},
-			Heartbeats: metrics.RTTStats{Bounds: []float64{30}, Cumulative: []uint64{1}, Count: 1, Sum: 30},
+			ClientRTT:  []metrics.Histogram{{Net: "wifi", Bounds: []float64{1}, Cumulative: []uint64{1}, Count: 1, Sum: 0.1}},
+			Heartbeats: metrics.Histogram{Bounds: []float64{30}, Cumulative: []uint64{1}, Count: 1, Sum: 30},
 		}
 	})
 	families, err := reg.Gather()

@@ -421,18 +421,18 @@ func (g *Gateway) Endpoints(context.Context) ([]api.Endpoint, error) {
 }
 
 // clientRTT turns the hub's round-trip histograms into the snapshot's.
-func clientRTT(rtts []netquality.Stats) []metrics.RTTStats {
-	out := make([]metrics.RTTStats, len(rtts))
+func clientRTT(rtts []netquality.Stats) []metrics.Histogram {
+	out := make([]metrics.Histogram, len(rtts))
 	for i, r := range rtts {
-		out[i] = metrics.RTTStats{Net: r.Net, Bounds: netquality.Bounds[:], Cumulative: r.Cumulative[:], Count: r.Count, Sum: r.Sum}
+		out[i] = metrics.Histogram{Net: r.Net, Bounds: netquality.Bounds[:], Cumulative: r.Cumulative[:], Count: r.Count, Sum: r.Sum}
 	}
 	return out
 }
 
 // heartbeats turns the hub's histogram of granted intervals into the
 // snapshot's.
-func heartbeats(cum [len(netquality.IntervalBounds)]uint64, count uint64, sum float64) metrics.RTTStats {
-	return metrics.RTTStats{Bounds: netquality.IntervalBounds[:], Cumulative: cum[:], Count: count, Sum: sum}
+func heartbeats(cum [len(netquality.IntervalBounds)]uint64, count uint64, sum float64) metrics.Histogram {
+	return metrics.Histogram{Bounds: netquality.IntervalBounds[:], Cumulative: cum[:], Count: count, Sum: sum}
 }
 
 // Nodes implements api.Gateway: this node, and with -redis every live

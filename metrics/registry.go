@@ -181,7 +181,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 
 // histogram emits h as a histogram series. Its counts come from atomic
 // counters that only grow, read once per scrape.
-func histogram(ch chan<- prometheus.Metric, d *prometheus.Desc, h RTTStats, labels ...string) {
+func histogram(ch chan<- prometheus.Metric, d *prometheus.Desc, h Histogram, labels ...string) {
 	buckets := make(map[float64]uint64, len(h.Bounds))
 	for i, le := range h.Bounds {
 		buckets[le] = h.Cumulative[i]

@@ -38,9 +38,9 @@ func sampleSnapshot() Snapshot {
 		Closes:        map[string]uint64{"client_closed": 3, "write_error": 2},
 		Push:          PushStats{Requests: 5, Deliveries: 50, Offline: 3, Recovered: 2, Acks: 40, Unrouted: 6, NoReply: 7, RouteCached: 8, RouteStale: 9},
 		Cluster:       ClusterStats{LinkRequests: 10, LinkFallbacks: 11, RedisErrors: 12},
-		ClientRTT:     []RTTStats{{Net: "cell", Bounds: []float64{0.1, 1}, Cumulative: []uint64{2, 3}, Count: 4, Sum: 7.5}},
+		ClientRTT:     []Histogram{{Net: "cell", Bounds: []float64{0.1, 1}, Cumulative: []uint64{2, 3}, Count: 4, Sum: 7.5}},
 		RTTDropped:    13,
-		Heartbeats:    RTTStats{Bounds: []float64{30, 60}, Cumulative: []uint64{5, 6}, Count: 6, Sum: 210},
+		Heartbeats:    Histogram{Bounds: []float64{30, 60}, Cumulative: []uint64{5, 6}, Count: 6, Sum: 210},
 		Businesses: []BizStats{
 			{ID: 1, Target: "echo", Requests: 9, Results: map[string]uint64{"OK": 8, "TIMEOUT": 1},
 				Queued: 2, InFlight: 1, Breaker: "closed", LatencySeconds: 0.5, LatencyCount: 9},

@@ -43,11 +43,11 @@ type Snapshot struct {
 	// ClientRTT is what clients report of their round trips (PING meta
 	// rtt and net), one histogram per network type; RTTDropped counts the
 	// reports dropped as malformed.
-	ClientRTT  []RTTStats `json:"client_rtt"`
-	RTTDropped uint64     `json:"client_rtt_dropped"`
+	ClientRTT  []Histogram `json:"client_rtt"`
+	RTTDropped uint64      `json:"client_rtt_dropped"`
 	// Heartbeats is the histogram of the heartbeat intervals granted at
 	// login (LOGIN_ACK hb), Net empty.
-	Heartbeats RTTStats     `json:"heartbeat_intervals"`
+	Heartbeats Histogram    `json:"heartbeat_intervals"`
 	Cluster    ClusterStats `json:"cluster"`
 	Businesses []BizStats   `json:"businesses"`
 	Queues     []QueueStats `json:"queues"`
@@ -89,9 +89,9 @@ type PushStats struct {
 	RouteStale  uint64 `json:"route_stale"`
 }
 
-// RTTStats is a histogram: one network type's client round trips, or
-// the heartbeat intervals granted (Net empty).
-type RTTStats struct {
+// Histogram is one histogram in Prometheus' shape: one network type's
+// client round trips, or the heartbeat intervals granted (Net empty).
+type Histogram struct {
 	Net        string    `json:"net,omitempty"`
 	Bounds     []float64 `json:"le"`         // upper bounds, seconds
 	Cumulative []uint64  `json:"cumulative"` // reports at or under each bound

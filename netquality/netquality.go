@@ -49,15 +49,7 @@ func (r *RTT) Report(rtt, net []byte) bool {
 		return false
 	}
 	h := &r.nets[netIndex(net)]
-	secs := float64(ms) / 1000
-	b := len(Bounds)
-	for i, le := range Bounds {
-		if secs <= le {
-			b = i
-			break
-		}
-	}
-	h.buckets[b].Add(1)
+	h.buckets[bucket(Bounds[:], float64(ms)/1000)].Add(1)
 	h.sumUS.Add(ms * 1000)
 	return true
 }
@@ -103,14 +95,7 @@ func (r *RTT) Stats() []Stats {
 	for i := range r.nets {
 		h := &r.nets[i]
 		s := Stats{Net: Nets[i], Sum: float64(h.sumUS.Load()) / 1e6}
-		var n uint64
-		for b := range h.buckets {
-			n += h.buckets[b].Load()
-			if b < len(Bounds) {
-				s.Cumulative[b] = n
-			}
-		}
-		s.Count = n
+		s.Count = cumulate(h.buckets[:], s.Cumulative[:])
 		out[i] = s
 	}
 	return out
@@ -131,25 +116,37 @@ type Intervals struct {
 // Granted records one login's interval.
 func (h *Intervals) Granted(d time.Duration) {
 	secs := uint64(d / time.Second)
-	b := len(IntervalBounds)
-	for i, le := range IntervalBounds {
-		if float64(secs) <= le {
-			b = i
-			break
-		}
-	}
-	h.buckets[b].Add(1)
+	h.buckets[bucket(IntervalBounds[:], float64(secs))].Add(1)
 	h.sumS.Add(secs)
 }
 
 // Stats returns the histogram: reports at or under each bound of
 // IntervalBounds, the count and the sum in seconds.
 func (h *Intervals) Stats() (cumulative [len(IntervalBounds)]uint64, count uint64, sum float64) {
-	for b := range h.buckets {
-		count += h.buckets[b].Load()
-		if b < len(IntervalBounds) {
-			cumulative[b] = count
+	count = cumulate(h.buckets[:], cumulative[:])
+	return cumulative, count, float64(h.sumS.Load())
+}
+
+// bucket is the index of the first of bounds v is at or under, or
+// len(bounds) when it is above them all.
+func bucket(bounds []float64, v float64) int {
+	for i, le := range bounds {
+		if v <= le {
+			return i
 		}
 	}
-	return cumulative, count, float64(h.sumS.Load())
+	return len(bounds)
+}
+
+// cumulate fills cumulative with the running totals of buckets (one more
+// bucket than bounds: the last is above them all) and returns the total.
+func cumulate(buckets []atomic.Uint64, cumulative []uint64) uint64 {
+	var n uint64
+	for b := range buckets {
+		n += buckets[b].Load()
+		if b < len(cumulative) {
+			cumulative[b] = n
+		}
+	}
+	return n
 }
