@@ -38,16 +38,21 @@ const (
 	OpPush     Op = 0x07 // s->c: downstream message
 	OpPushAck  Op = 0x08 // c->s: cumulative ack of pushes up to seq
 	OpKick     Op = 0x09 // s->c: the server is closing the connection
+
+	// Additions to version 1 (docs/protocol.md, "Session expiry and REFRESH").
+	OpRefresh    Op = 0x0A // c->s: replace the session's token before it expires
+	OpRefreshAck Op = 0x0B // s->c: result of REFRESH, seq copied
 )
 
 var opNames = [...]string{
 	OpLogin: "LOGIN", OpLoginAck: "LOGIN_ACK", OpPing: "PING", OpPong: "PONG",
 	OpRequest: "REQUEST", OpResponse: "RESPONSE", OpPush: "PUSH",
-	OpPushAck: "PUSH_ACK", OpKick: "KICK",
+	OpPushAck: "PUSH_ACK", OpKick: "KICK", OpRefresh: "REFRESH", OpRefreshAck: "REFRESH_ACK",
 }
 
-// Valid reports whether op is an operation of protocol version 1.
-func (op Op) Valid() bool { return op >= OpLogin && op <= OpKick }
+// Valid reports whether op is an operation of protocol version 1 or of
+// its additions.
+func (op Op) Valid() bool { return op >= OpLogin && op <= OpRefreshAck }
 
 func (op Op) String() string {
 	if op.Valid() {

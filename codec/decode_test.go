@@ -424,10 +424,10 @@ func badFrames() []badFrame {
 		{"version/2", rawFrame(rawHeader{version: 2, op: 0x03}, nil, nil), max, hdr, codec.StatusBadFrame},
 		{"version/255", rawFrame(rawHeader{version: 255, op: 0x03}, nil, nil), max, hdr, codec.StatusBadFrame},
 		{"op/0x00", rawFrame(rawHeader{op: 0x00}, nil, nil), max, hdr, codec.StatusBadFrame},
-		{"op/0x0A", rawFrame(rawHeader{op: 0x0A}, nil, nil), max, hdr, codec.StatusBadFrame},
+		{"op/0x0C", rawFrame(rawHeader{op: 0x0C}, nil, nil), max, hdr, codec.StatusBadFrame},
 		{"op/0xFF", rawFrame(rawHeader{op: 0xFF}, nil, nil), max, hdr, codec.StatusBadFrame},
 		// A bad header wins over a huge declared size: no waiting for a body.
-		{"op/0x0A-huge", rawHeader{op: 0x0A, bodyLen: 1 << 30}.bytes(), max, hdr, codec.StatusBadFrame},
+		{"op/0x0C-huge", rawHeader{op: 0x0C, bodyLen: 1 << 30}.bytes(), max, hdr, codec.StatusBadFrame},
 
 		// Too large, judged from the header alone: no body is ever sent.
 		{"size/max+1-body", tooBig(0, uint32(max-hdr+1)), max, hdr, codec.StatusFrameTooLarge},
@@ -545,7 +545,7 @@ func TestOpAndStatusNames(t *testing.T) {
 	names := map[codec.Op]string{
 		codec.OpLogin: "LOGIN", codec.OpLoginAck: "LOGIN_ACK", codec.OpPing: "PING", codec.OpPong: "PONG",
 		codec.OpRequest: "REQUEST", codec.OpResponse: "RESPONSE", codec.OpPush: "PUSH",
-		codec.OpPushAck: "PUSH_ACK", codec.OpKick: "KICK",
+		codec.OpPushAck: "PUSH_ACK", codec.OpKick: "KICK", codec.OpRefresh: "REFRESH", codec.OpRefreshAck: "REFRESH_ACK",
 	}
 	for op := 0; op < 256; op++ {
 		want, valid := names[codec.Op(op)]

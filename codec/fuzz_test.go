@@ -60,7 +60,7 @@ func FuzzDecode(f *testing.F) {
 			f.Add(bf.raw)
 		}
 	}
-	f.Add(append(bytes.Clone(vfs[4].raw), rawHeader{op: 0x0A}.bytes()...)) // good then bad op
+	f.Add(append(bytes.Clone(vfs[4].raw), rawHeader{op: 0x0C}.bytes()...)) // good then bad op
 
 	f.Fuzz(func(t *testing.T, data []byte) {
 		whole := runDecoder(fuzzMaxFrame, data)

@@ -11,7 +11,10 @@ type LoginAck struct {
 	Seq       uint32 // the LOGIN's seq
 	Conn      uint64 // meta "conn": the connection's id
 	Node      string // meta "node"
-	Heartbeat int64  // meta "hb": the heartbeat interval, in seconds
+	Heartbeat int64  // meta "hb": the heartbeat interval granted, in seconds
+	// HeartbeatMin and HeartbeatMax are meta "hb_min" and "hb_max": the
+	// bounds a LOGIN's "hb" is clamped to, in seconds; left out when 0.
+	HeartbeatMin, HeartbeatMax int64
 	// Resumed is meta "resumed": ResumedNone leaves it out (the LOGIN
 	// carried no resume).
 	Resumed Resumed
@@ -33,6 +36,12 @@ func AppendLoginAck(dst []byte, a *LoginAck) []byte {
 	b = AppendMeta(b, "conn", strconv.AppendUint(num[:0], a.Conn, 10))
 	b = AppendMetaString(b, "node", a.Node)
 	b = AppendMeta(b, "hb", strconv.AppendInt(num[:0], a.Heartbeat, 10))
+	if a.HeartbeatMin > 0 {
+		b = AppendMeta(b, "hb_min", strconv.AppendInt(num[:0], a.HeartbeatMin, 10))
+	}
+	if a.HeartbeatMax > 0 {
+		b = AppendMeta(b, "hb_max", strconv.AppendInt(num[:0], a.HeartbeatMax, 10))
+	}
 	switch a.Resumed {
 	case ResumedIncomplete:
 		b = AppendMetaString(b, "resumed", "0")
@@ -49,6 +58,25 @@ func AppendLoginRefusal(dst []byte, seq uint32, status Status, reason string) []
 	b, start := BeginFrame(dst)
 	b = AppendMetaString(b, "reason", reason)
 	EndFrame(b, start, Header{Op: OpLoginAck, Seq: seq, Status: status}, len(b)-start-HeaderSize)
+	return b
+}
+
+// AppendRefreshAck appends a REFRESH_ACK with status OK for the REFRESH
+// of seq: the session now ends at exp (meta "exp", Unix seconds).
+func AppendRefreshAck(dst []byte, seq uint32, exp int64) []byte {
+	b, start := BeginFrame(dst)
+	var num [20]byte
+	b = AppendMeta(b, "exp", strconv.AppendInt(num[:0], exp, 10))
+	EndFrame(b, start, Header{Op: OpRefreshAck, Seq: seq}, len(b)-start-HeaderSize)
+	return b
+}
+
+// AppendRefreshRefusal appends a REFRESH_ACK that refuses the REFRESH of
+// seq with status and meta "reason"; the session goes on.
+func AppendRefreshRefusal(dst []byte, seq uint32, status Status, reason string) []byte {
+	b, start := BeginFrame(dst)
+	b = AppendMetaString(b, "reason", reason)
+	EndFrame(b, start, Header{Op: OpRefreshAck, Seq: seq, Status: status}, len(b)-start-HeaderSize)
 	return b
 }
 

@@ -41,9 +41,26 @@ func TestServerFrames(t *testing.T) {
 		metaIs(t, f, "node", "gw-1")
 		metaIs(t, f, "hb", "60")
 		metaIs(t, f, "resumed", r.want)
+		metaIs(t, f, "hb_min", "")
+		metaIs(t, f, "hb_max", "")
 	}
+	f := decodeOne(t, AppendLoginAck(nil, &LoginAck{Seq: 1, Heartbeat: 240, HeartbeatMin: 30, HeartbeatMax: 600}))
+	metaIs(t, f, "hb", "240")
+	metaIs(t, f, "hb_min", "30")
+	metaIs(t, f, "hb_max", "600")
 
-	f := decodeOne(t, AppendLoginRefusal(nil, 3, StatusUnauthorized, "token expired"))
+	f = decodeOne(t, AppendRefreshAck(nil, 9, 1767225600))
+	if f.Op != OpRefreshAck || f.Seq != 9 || f.Status != StatusOK || len(f.Body) != 0 {
+		t.Fatalf("REFRESH_ACK header %+v", f.Header)
+	}
+	metaIs(t, f, "exp", "1767225600")
+	f = decodeOne(t, AppendRefreshRefusal(nil, 10, StatusUnauthorized, "token is for another device"))
+	if f.Op != OpRefreshAck || f.Seq != 10 || f.Status != StatusUnauthorized {
+		t.Fatalf("REFRESH_ACK refusal header %+v", f.Header)
+	}
+	metaIs(t, f, "reason", "token is for another device")
+
+	f = decodeOne(t, AppendLoginRefusal(nil, 3, StatusUnauthorized, "token expired"))
 	if f.Op != OpLoginAck || f.Seq != 3 || f.Status != StatusUnauthorized {
 		t.Fatalf("refusal header %+v", f.Header)
 	}

@@ -35,6 +35,8 @@ const (
 	DefaultBizID        = 1          // served by the built-in echo business
 	DefaultHeartbeat    = 60 * time.Second
 	DefaultLoginTimeout = 10 * time.Second
+	DefaultHeartbeatMax = 10 * time.Minute
+	DefaultHeartbeatMin = 30 * time.Second // or -hb when that is shorter
 	DefaultMaxConns     = 1_000_000
 	DefaultMaxFrame     = codec.DefaultMaxFrame
 	DefaultMaxPending   = 1 << 20                    // bytes
@@ -80,20 +82,20 @@ const MaxAPIHeaderTimeout = 10 * time.Second
 
 // Limits enforced by Validate.
 const (
-	MinMaxFrame     = 1024     // smallest -max-frame
-	MaxMaxFrame     = 16 << 20 // largest -max-frame: a frame is buffered whole
-	MaxRate         = 1e6      // largest -rate, requests per second
-	MaxFrameRate    = 1e7      // largest -frame-rate, frames per second
-	MinMaxInput     = 4096     // smallest -max-input
-	MaxMaxInput     = 64 << 20 // largest -max-input
-	MaxRecoverSize  = 1 << 16  // largest -recover-size
-	MaxReadBuffer   = 8 << 20  // largest -read-buffer; netpoll grows no further
-	MinSendBuffer   = 4096     // smallest non-zero -sndbuf
-	MaxSendBuffer   = 64 << 20 // largest -sndbuf
-	MaxNodeLen      = 128      // bytes of -node
-	MinJWTSecretLen = 32       // bytes, to listen beyond loopback
-	MinAPIKeyLen    = 16       // bytes, to listen beyond loopback
-	IdleHeartbeats  = 3        // the idle timeout, in heartbeats, when -idle-timeout is 0
+	MinMaxFrame     = 1024      // smallest -max-frame
+	MaxMaxFrame     = 16 << 20  // largest -max-frame: a frame is buffered whole
+	MaxRate         = 1e6       // largest -rate, requests per second
+	MaxFrameRate    = 1e7       // largest -frame-rate, frames per second
+	MinMaxInput     = 4096      // smallest -max-input
+	MaxMaxInput     = 64 << 20  // largest -max-input
+	MaxRecoverSize  = 1 << 16   // largest -recover-size
+	MaxReadBuffer   = 8 << 20   // largest -read-buffer; netpoll grows no further
+	MinSendBuffer   = 4096      // smallest non-zero -sndbuf
+	MaxSendBuffer   = 64 << 20  // largest -sndbuf
+	MaxNodeLen      = 128       // bytes of -node
+	MinJWTSecretLen = 32        // bytes, to listen beyond loopback
+	MinAPIKeyLen    = 16        // bytes, to listen beyond loopback
+	MaxHeartbeat    = time.Hour // largest -hb-max: a NAT keeps no idle mapping longer
 	MinNodeTTL      = time.Second
 	MaxNodeTTL      = 30 * time.Second // a dead node's devices are offline within this
 	MaxRedisPrefix  = 64               // bytes of -redis-prefix
@@ -133,39 +135,42 @@ type Config struct {
 	// business DefaultBizID served by echo. An empty list serves none.
 	Biz []upstream.Business
 
-	Loops        int           // -loops: netpoll event loops; zero means netpoll's default
-	DownWorkers  int           // -down-workers: downstream writers; zero means one less than GOMAXPROCS, at least 1
-	DownQueue    int           // -down-queue: deliveries a writer holds unwritten before push calls wait; 1..MaxDownQueue
-	Heartbeat    time.Duration // -hb: heartbeat interval told to clients; > 0
-	IdleTimeout  time.Duration // -idle-timeout: silence before KICK(IDLE_TIMEOUT); zero means IdleHeartbeats x Heartbeat
-	LoginTimeout time.Duration // -login-timeout: time allowed from accept to LOGIN; > 0
-	MaxConns     int           // -max-conns: concurrent connections; > 0
-	MaxFrame     int           // -max-frame: bytes of a frame, header included; MinMaxFrame..MaxMaxFrame
-	MaxPending   int           // -max-pending: bytes of unsent output per connection before KICK(SLOW_CONSUMER); >= MaxFrame
-	Rate         float64       // -rate: upstream requests per second per connection; zero means unlimited
-	RateBurst    int           // -rate-burst: requests above Rate allowed at once; zero means max(1, 2 x Rate), filled in by Parse
-	FrameRate    float64       // -frame-rate: frames per second per connection, every op and WebSocket control frames; zero means unlimited
-	FrameBurst   int           // -frame-burst: frames a connection may send at once; zero means FrameRate
-	MaxInput     int           // -max-input: bytes of a connection's unprocessed input before the node stops reading it; MinMaxInput..MaxMaxInput
-	TLSHandshake time.Duration // -tls-handshake-timeout: time a TLS handshake may take from its first byte; > 0
-	MaxUnauthIP  int           // -max-unauth-per-ip: connections per source address still in the TLS handshake or login; zero means no cap
-	MaxConnsIP   int           // -max-conns-per-ip: connections per source address; zero means no cap
-	ConnRateIP   float64       // -connect-rate-per-ip: new connections per second per source address; zero means unlimited
-	RecoverSize  int           // -recover-size: pushes kept per device for resume; 1..MaxRecoverSize
-	RecoverTTL   time.Duration // -recover-ttl: how long they are kept after a disconnect; > 0
-	EventsURL    string        // -events-url: http(s) URL for connect/disconnect events; "" disables them
-	Redis        string        // -redis: Redis host:port of the shared route, several comma-separated for Redis Cluster seeds or Sentinels; "" means the in-memory route
-	RedisMaster  string        // -redis-master: with it the -redis addresses are Sentinels watching this master
-	RedisPrefix  string        // -redis-prefix: starts every Redis key and channel, 1..MaxRedisPrefix bytes; deployments sharing a Redis need different ones
-	RedisPass    string        // -redis-password: Redis AUTH password; "" means none
-	NodeTTL      time.Duration // -node-ttl: a node's registration lifetime: a dead node's devices are offline within it; MinNodeTTL..MaxNodeTTL
-	LinkListen   string        // -link-listen: with -redis, where other nodes dial this node's links (host:port they can reach); "" sends their unicast pushes and kicks through Redis
-	LogLevel     string        // -log-level: debug, info, warn or error
-	Profile      string        // -profile: cpu, mem, block, mutex, trace or goroutine; "" disables profiling
-	ProfilePath  string        // -profile-path: directory the profile is written to
-	DrainTimeout time.Duration // -drain-timeout: how long shutdown waits for connections; > 0
-	ReadBuffer   int           // -read-buffer: bytes of netpoll's per-connection read buffer; 1..MaxReadBuffer
-	SendBuffer   int           // -sndbuf: SO_SNDBUF of each device socket; zero leaves the kernel's autotuning, else MinSendBuffer..MaxSendBuffer
+	Loops         int           // -loops: netpoll event loops; zero means netpoll's default
+	DownWorkers   int           // -down-workers: downstream writers; zero means one less than GOMAXPROCS, at least 1
+	DownQueue     int           // -down-queue: deliveries a writer holds unwritten before push calls wait; 1..MaxDownQueue
+	Heartbeat     time.Duration // -hb: heartbeat interval told to clients; > 0
+	HeartbeatMin  time.Duration // -hb-min: shortest interval a LOGIN's "hb" is granted; zero means min(DefaultHeartbeatMin, Heartbeat)
+	HeartbeatMax  time.Duration // -hb-max: longest interval a LOGIN's "hb" is granted; >= Heartbeat
+	IdleTimeout   time.Duration // -idle-timeout: silence before KICK(IDLE_TIMEOUT); each connection gets the larger of it and conn.IdleHeartbeats x its granted interval
+	SessionExpiry bool          // -session-expiry: a session ends at its token's exp (plus auth.Leeway) unless refreshed
+	LoginTimeout  time.Duration // -login-timeout: time allowed from accept to LOGIN; > 0
+	MaxConns      int           // -max-conns: concurrent connections; > 0
+	MaxFrame      int           // -max-frame: bytes of a frame, header included; MinMaxFrame..MaxMaxFrame
+	MaxPending    int           // -max-pending: bytes of unsent output per connection before KICK(SLOW_CONSUMER); >= MaxFrame
+	Rate          float64       // -rate: upstream requests per second per connection; zero means unlimited
+	RateBurst     int           // -rate-burst: requests above Rate allowed at once; zero means max(1, 2 x Rate), filled in by Parse
+	FrameRate     float64       // -frame-rate: frames per second per connection, every op and WebSocket control frames; zero means unlimited
+	FrameBurst    int           // -frame-burst: frames a connection may send at once; zero means FrameRate
+	MaxInput      int           // -max-input: bytes of a connection's unprocessed input before the node stops reading it; MinMaxInput..MaxMaxInput
+	TLSHandshake  time.Duration // -tls-handshake-timeout: time a TLS handshake may take from its first byte; > 0
+	MaxUnauthIP   int           // -max-unauth-per-ip: connections per source address still in the TLS handshake or login; zero means no cap
+	MaxConnsIP    int           // -max-conns-per-ip: connections per source address; zero means no cap
+	ConnRateIP    float64       // -connect-rate-per-ip: new connections per second per source address; zero means unlimited
+	RecoverSize   int           // -recover-size: pushes kept per device for resume; 1..MaxRecoverSize
+	RecoverTTL    time.Duration // -recover-ttl: how long they are kept after a disconnect; > 0
+	EventsURL     string        // -events-url: http(s) URL for connect/disconnect events; "" disables them
+	Redis         string        // -redis: Redis host:port of the shared route, several comma-separated for Redis Cluster seeds or Sentinels; "" means the in-memory route
+	RedisMaster   string        // -redis-master: with it the -redis addresses are Sentinels watching this master
+	RedisPrefix   string        // -redis-prefix: starts every Redis key and channel, 1..MaxRedisPrefix bytes; deployments sharing a Redis need different ones
+	RedisPass     string        // -redis-password: Redis AUTH password; "" means none
+	NodeTTL       time.Duration // -node-ttl: a node's registration lifetime: a dead node's devices are offline within it; MinNodeTTL..MaxNodeTTL
+	LinkListen    string        // -link-listen: with -redis, where other nodes dial this node's links (host:port they can reach); "" sends their unicast pushes and kicks through Redis
+	LogLevel      string        // -log-level: debug, info, warn or error
+	Profile       string        // -profile: cpu, mem, block, mutex, trace or goroutine; "" disables profiling
+	ProfilePath   string        // -profile-path: directory the profile is written to
+	DrainTimeout  time.Duration // -drain-timeout: how long shutdown waits for connections; > 0
+	ReadBuffer    int           // -read-buffer: bytes of netpoll's per-connection read buffer; 1..MaxReadBuffer
+	SendBuffer    int           // -sndbuf: SO_SNDBUF of each device socket; zero leaves the kernel's autotuning, else MinSendBuffer..MaxSendBuffer
 }
 
 // Default returns the configuration of `go run .` with no flags: loopback
@@ -173,34 +178,36 @@ type Config struct {
 // secrets. It is the one place defaults are applied.
 func Default() Config {
 	return Config{
-		Listen:       DefaultListen,
-		WSListen:     DefaultWSListen,
-		APIListen:    DefaultAPIListen,
-		Node:         hostname(),
-		APIKey:       DevAPIKey,
-		JWTSecret:    DevJWTSecret,
-		Biz:          []upstream.Business{{ID: DefaultBizID, Echo: true}},
-		Heartbeat:    DefaultHeartbeat,
-		LoginTimeout: DefaultLoginTimeout,
-		MaxConns:     DefaultMaxConns,
-		MaxFrame:     DefaultMaxFrame,
-		MaxPending:   DefaultMaxPending,
-		DownQueue:    DefaultDownQueue,
-		Rate:         DefaultRate,
-		RateBurst:    burstFor(DefaultRate),
-		FrameRate:    DefaultFrameRate,
-		MaxInput:     DefaultMaxInput,
-		TLSHandshake: DefaultTLSHandshake,
-		MaxUnauthIP:  DefaultMaxUnauthIP,
-		RecoverSize:  DefaultRecoverSize,
-		RecoverTTL:   DefaultRecoverTTL,
-		LogLevel:     DefaultLogLevel,
-		ProfilePath:  DefaultProfilePath,
-		DrainTimeout: DefaultDrainTimeout,
-		ReadBuffer:   DefaultReadBuffer,
-		RedisPrefix:  DefaultRedisPrefix,
-		NodeTTL:      DefaultNodeTTL,
-		LinkListen:   DefaultLinkListen,
+		Listen:        DefaultListen,
+		WSListen:      DefaultWSListen,
+		APIListen:     DefaultAPIListen,
+		Node:          hostname(),
+		APIKey:        DevAPIKey,
+		JWTSecret:     DevJWTSecret,
+		Biz:           []upstream.Business{{ID: DefaultBizID, Echo: true}},
+		Heartbeat:     DefaultHeartbeat,
+		HeartbeatMax:  DefaultHeartbeatMax,
+		SessionExpiry: true,
+		LoginTimeout:  DefaultLoginTimeout,
+		MaxConns:      DefaultMaxConns,
+		MaxFrame:      DefaultMaxFrame,
+		MaxPending:    DefaultMaxPending,
+		DownQueue:     DefaultDownQueue,
+		Rate:          DefaultRate,
+		RateBurst:     burstFor(DefaultRate),
+		FrameRate:     DefaultFrameRate,
+		MaxInput:      DefaultMaxInput,
+		TLSHandshake:  DefaultTLSHandshake,
+		MaxUnauthIP:   DefaultMaxUnauthIP,
+		RecoverSize:   DefaultRecoverSize,
+		RecoverTTL:    DefaultRecoverTTL,
+		LogLevel:      DefaultLogLevel,
+		ProfilePath:   DefaultProfilePath,
+		DrainTimeout:  DefaultDrainTimeout,
+		ReadBuffer:    DefaultReadBuffer,
+		RedisPrefix:   DefaultRedisPrefix,
+		NodeTTL:       DefaultNodeTTL,
+		LinkListen:    DefaultLinkListen,
 
 		APIReadTimeout:  DefaultAPIReadTimeout,
 		APIWriteTimeout: DefaultAPIWriteTimeout,
@@ -232,13 +239,13 @@ func (c *Config) APIReadHeaderTimeout() time.Duration {
 	return min(MaxAPIHeaderTimeout, c.APIReadTimeout)
 }
 
-// EffectiveIdleTimeout is IdleTimeout, or IdleHeartbeats heartbeats when
-// it is zero.
-func (c *Config) EffectiveIdleTimeout() time.Duration {
-	if c.IdleTimeout > 0 {
-		return c.IdleTimeout
+// EffectiveHeartbeatMin is HeartbeatMin, or when it is zero the shorter
+// of DefaultHeartbeatMin and Heartbeat.
+func (c *Config) EffectiveHeartbeatMin() time.Duration {
+	if c.HeartbeatMin > 0 {
+		return c.HeartbeatMin
 	}
-	return IdleHeartbeats * c.Heartbeat
+	return min(DefaultHeartbeatMin, c.Heartbeat)
 }
 
 // Parse builds a Config from the defaults, then the environment (looked
@@ -337,7 +344,10 @@ func newFlagSet(c *Config) (*flag.FlagSet, *bizList) {
 	fs.IntVar(&c.DownWorkers, "down-workers", c.DownWorkers, "downstream writer goroutines; 0 means one less than GOMAXPROCS, at least 1")
 	fs.IntVar(&c.DownQueue, "down-queue", c.DownQueue, "`deliveries` a downstream writer holds unwritten before push API calls wait; 1..16777216")
 	fs.DurationVar(&c.Heartbeat, "hb", c.Heartbeat, "heartbeat interval clients are told to use")
-	fs.DurationVar(&c.IdleTimeout, "idle-timeout", c.IdleTimeout, "close a connection silent this long; 0 means 3 x -hb")
+	fs.DurationVar(&c.HeartbeatMin, "hb-min", c.HeartbeatMin, "shortest heartbeat interval granted to a LOGIN asking for one (meta hb); 0 means min(30s, -hb)")
+	fs.DurationVar(&c.HeartbeatMax, "hb-max", c.HeartbeatMax, "longest heartbeat interval granted to a LOGIN asking for one (meta hb)")
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", c.IdleTimeout, "close a connection silent this long, or 3 x its granted heartbeat when that is longer; 0 means 3 x the granted heartbeat")
+	fs.BoolVar(&c.SessionExpiry, "session-expiry", c.SessionExpiry, "end a session at its token's exp (KICK UNAUTHORIZED \"token expired\") unless the client sends REFRESH")
 	fs.DurationVar(&c.LoginTimeout, "login-timeout", c.LoginTimeout, "close a connection not logged in within this time")
 	fs.IntVar(&c.MaxConns, "max-conns", c.MaxConns, "maximum concurrent connections")
 	fs.IntVar(&c.MaxFrame, "max-frame", c.MaxFrame, "maximum frame size in `bytes`, header included; 1024..16777216")
@@ -468,11 +478,23 @@ func (c *Config) Validate() error {
 	}
 	switch {
 	case c.IdleTimeout < 0:
-		bad("-idle-timeout %v: want 0 (%d x -hb) or a positive duration", c.IdleTimeout, IdleHeartbeats)
+		bad("-idle-timeout %v: want 0 (3 x the granted heartbeat) or a positive duration", c.IdleTimeout)
 	case c.Heartbeat > 0 && c.Heartbeat < time.Second:
 		bad("-hb %v: at least 1s (LOGIN_ACK tells clients the interval in whole seconds)", c.Heartbeat)
 	case c.IdleTimeout > 0 && c.IdleTimeout <= c.Heartbeat:
 		bad("-idle-timeout %v: must be longer than -hb %v, or every client is dropped between heartbeats", c.IdleTimeout, c.Heartbeat)
+	}
+	switch {
+	case c.HeartbeatMin < 0:
+		bad("-hb-min %v: want 0 (min(%v, -hb)) or a positive duration", c.HeartbeatMin, DefaultHeartbeatMin)
+	case c.HeartbeatMin > 0 && c.HeartbeatMin < time.Second:
+		bad("-hb-min %v: at least 1s (LOGIN_ACK tells clients the interval in whole seconds)", c.HeartbeatMin)
+	case c.HeartbeatMin > c.Heartbeat:
+		bad("-hb-min %v: must not be longer than -hb %v", c.HeartbeatMin, c.Heartbeat)
+	case c.HeartbeatMax < c.Heartbeat:
+		bad("-hb-max %v: must not be shorter than -hb %v", c.HeartbeatMax, c.Heartbeat)
+	case c.HeartbeatMax > MaxHeartbeat:
+		bad("-hb-max %v: at most %v", c.HeartbeatMax, MaxHeartbeat)
 	}
 	if c.MaxConns < 1 {
 		bad("-max-conns %d: want at least 1", c.MaxConns)

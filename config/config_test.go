@@ -30,6 +30,7 @@ func TestDefault(t *testing.T) {
 		Node: c.Node, APIKey: DevAPIKey, JWTSecret: DevJWTSecret,
 		Biz:       []upstream.Business{{ID: 1, Echo: true}},
 		Heartbeat: 60 * time.Second, LoginTimeout: 10 * time.Second,
+		HeartbeatMax: 10 * time.Minute, SessionExpiry: true,
 		MaxConns: 1000000, MaxFrame: 65536, MaxPending: 1 << 20, DownQueue: 1 << 20,
 		Rate: 100, RateBurst: 200, RecoverSize: 64, RecoverTTL: 2 * time.Minute,
 		LogLevel: "info", ProfilePath: ".", DrainTimeout: 10 * time.Second, ReadBuffer: 1024,
@@ -50,8 +51,8 @@ func TestDefault(t *testing.T) {
 	if !c.DevSecrets() {
 		t.Error("DevSecrets() = false with the development secrets")
 	}
-	if got := c.EffectiveIdleTimeout(); got != 3*time.Minute {
-		t.Errorf("EffectiveIdleTimeout() = %v, want 3m", got)
+	if got := c.EffectiveHeartbeatMin(); got != 30*time.Second {
+		t.Errorf("EffectiveHeartbeatMin() = %v, want 30s", got)
 	}
 	parsed, err := Parse(nil, nil)
 	if err != nil {
@@ -93,6 +94,9 @@ var flagCases = []struct {
 	{"down-workers", "8", nil, func(c *Config) any { return c.DownWorkers }, 8},
 	{"down-queue", "300000", nil, func(c *Config) any { return c.DownQueue }, 300000},
 	{"hb", "30s", nil, func(c *Config) any { return c.Heartbeat }, 30 * time.Second},
+	{"hb-min", "20s", nil, func(c *Config) any { return c.HeartbeatMin }, 20 * time.Second},
+	{"hb-max", "5m", nil, func(c *Config) any { return c.HeartbeatMax }, 5 * time.Minute},
+	{"session-expiry", "false", nil, func(c *Config) any { return c.SessionExpiry }, false},
 	{"idle-timeout", "100s", nil, func(c *Config) any { return c.IdleTimeout }, 100 * time.Second},
 	{"login-timeout", "3s", nil, func(c *Config) any { return c.LoginTimeout }, 3 * time.Second},
 	{"max-conns", "5000", nil, func(c *Config) any { return c.MaxConns }, 5000},
@@ -456,6 +460,11 @@ func TestValidate(t *testing.T) {
 		{"zero drain timeout", func(c *Config) { c.DrainTimeout = 0 }, "-drain-timeout"},
 		{"negative idle timeout", func(c *Config) { c.IdleTimeout = -time.Second }, "-idle-timeout"},
 		{"idle timeout within heartbeat", func(c *Config) { c.IdleTimeout = c.Heartbeat }, "longer than -hb"},
+		{"negative hb-min", func(c *Config) { c.HeartbeatMin = -time.Second }, "-hb-min -1s"},
+		{"sub-second hb-min", func(c *Config) { c.HeartbeatMin = 500 * time.Millisecond }, "-hb-min 500ms: at least 1s"},
+		{"hb-min over hb", func(c *Config) { c.HeartbeatMin = 2 * c.Heartbeat }, "not be longer than -hb"},
+		{"hb-max under hb", func(c *Config) { c.HeartbeatMax = c.Heartbeat / 2 }, "not be shorter than -hb"},
+		{"huge hb-max", func(c *Config) { c.HeartbeatMax = 2 * time.Hour }, "-hb-max 2h0m0s: at most 1h0m0s"},
 		{"zero max conns", func(c *Config) { c.MaxConns = 0 }, "-max-conns"},
 		{"small max frame", func(c *Config) { c.MaxFrame = MinMaxFrame - 1 }, "-max-frame 1023"},
 		{"huge max frame", func(c *Config) { c.MaxFrame = MaxMaxFrame + 1; c.MaxPending = 1 << 30 }, "-max-frame"},
@@ -520,8 +529,12 @@ func TestValidate(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Errorf("unlimited rate, idle just above heartbeat: %v", err)
 	}
-	if got := c.EffectiveIdleTimeout(); got != c.IdleTimeout {
-		t.Errorf("EffectiveIdleTimeout() = %v, want IdleTimeout %v", got, c.IdleTimeout)
+	if got := c.EffectiveHeartbeatMin(); got != DefaultHeartbeatMin {
+		t.Errorf("EffectiveHeartbeatMin() = %v, want %v", got, DefaultHeartbeatMin)
+	}
+	c.Heartbeat = 10 * time.Second
+	if got := c.EffectiveHeartbeatMin(); got != c.Heartbeat {
+		t.Errorf("EffectiveHeartbeatMin() with -hb 10s = %v, want -hb", got)
 	}
 
 	c = Default()

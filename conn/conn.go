@@ -54,11 +54,15 @@ type Conn struct {
 	hub *Hub   // the node's hub, for callbacks from the downstream worker
 	nc  sock   // the socket's close and addresses (netpoll's connection on the reactor)
 
-	mu     sync.Mutex // guards fd against close: held across every write syscall
-	fd     int32      // the socket's descriptor, -1 once closed (guarded by mu)
-	state  atomic.Uint32
-	seen   atomic.Uint32 // wheel tick of the last frame received
-	born   uint32        // wheel tick of accept, for the login timeout
+	mu    sync.Mutex // guards fd against close: held across every write syscall
+	fd    int32      // the socket's descriptor, -1 once closed (guarded by mu)
+	state atomic.Uint32
+	seen  atomic.Uint32 // wheel tick of the last frame received
+	// due is what the connection must do by when: before login, the wheel
+	// tick of its login deadline; once logged in, the Unix second its
+	// session ends (the token's exp plus auth.Leeway), 0 for never. Set
+	// at accept, then guarded by the wheel's lock.
+	due    uint32
 	kind   atomic.Uint32 // the link: which transport, and its phase (transport.go)
 	wslot  int32         // the timing wheel slot, -1 when not in the wheel (guarded by the wheel's lock)
 	device string        // the token's sub, set at login
@@ -74,6 +78,7 @@ type Conn struct {
 	tokens float32 // REQUEST rate bucket: requests available (reader-owned)
 	frames float32 // frame rate bucket: frames available, negative when over (reader-owned)
 	refill uint32  // both buckets: millisecond tick of the last refill (reader-owned)
+	idle   uint32  // once logged in, the wheel ticks of silence before KICK(IDLE_TIMEOUT), from the granted heartbeat (guarded by the wheel's lock)
 
 	wnext, wprev *Conn // timing wheel slot list (guarded by the wheel's lock)
 }

@@ -78,6 +78,7 @@ func (h *Hub) Drain(redirect string) int {
 type Counters struct {
 	Connections, LoggedIn                        int64
 	Accepted, Refused, Logins, LoginFailures     uint64
+	Refreshes, RefreshFailures                   uint64 // REFRESHes granted and refused
 	FramesIn, BytesIn, Acks, Recovered, Requests uint64
 	TLSHandshakeFailures                         uint64
 	RateLimited                                  uint64 // REQUESTs answered OVERLOADED by -rate
@@ -102,6 +103,7 @@ func (h *Hub) Counters() (s Counters) {
 	s.Connections, s.LoggedIn = h.conns.Load(), h.loggedIn.Load()
 	s.Accepted, s.Refused = h.accepted.Load(), h.refused.Load()
 	s.Logins, s.LoginFailures = h.logins.Load(), h.loginFails.Load()
+	s.Refreshes, s.RefreshFailures = h.refreshes.Load(), h.refreshFails.Load()
 	s.FramesIn, s.BytesIn = h.framesIn.Load(), h.bytesIn.Load()
 	s.Acks, s.Recovered, s.Requests = h.acks.Load(), h.recovered.Load(), h.requests.Load()
 	s.TLSHandshakeFailures = h.tlsFailures.Load()

@@ -59,16 +59,25 @@ func (noCluster) Released(string, uint64)                          {}
 // Options configure a Hub. Every field is required unless it says what
 // its zero value means.
 type Options struct {
-	Node         string
-	MaxFrame     int
-	Heartbeat    time.Duration // sent to clients in LOGIN_ACK "hb"
-	IdleTimeout  time.Duration // no frame for this long: KICK(IDLE_TIMEOUT)
-	LoginTimeout time.Duration // not logged in after this long: KICK(NOT_LOGGED_IN)
-	Rate         float64       // REQUESTs per second per connection; zero means unlimited
-	Burst        int           // rate bucket size; zero means max(1, Rate)
-	MaxConns     int           // connections beyond this are refused; zero means unlimited
-	RecoverSize  int           // pushes kept per device for resume
-	RouteTimeout time.Duration // per route call; zero means 2s
+	Node      string
+	MaxFrame  int
+	Heartbeat time.Duration // granted to a LOGIN without meta "hb" (LOGIN_ACK "hb")
+	// HeartbeatMin and HeartbeatMax bound the interval a LOGIN's meta
+	// "hb" asks for (LOGIN_ACK "hb_min", "hb_max"); zero means Heartbeat.
+	HeartbeatMin, HeartbeatMax time.Duration
+	// IdleTimeout is the silence that ends a connection with
+	// KICK(IDLE_TIMEOUT) when that is longer than IdleHeartbeats times
+	// its granted interval; zero means the latter alone.
+	IdleTimeout time.Duration
+	// SessionExpiry ends a session at its token's exp plus auth.Leeway
+	// with KICK(UNAUTHORIZED, "token expired") unless a REFRESH renewed it.
+	SessionExpiry bool
+	LoginTimeout  time.Duration // not logged in after this long: KICK(NOT_LOGGED_IN)
+	Rate          float64       // REQUESTs per second per connection; zero means unlimited
+	Burst         int           // rate bucket size; zero means max(1, Rate)
+	MaxConns      int           // connections beyond this are refused; zero means unlimited
+	RecoverSize   int           // pushes kept per device for resume
+	RouteTimeout  time.Duration // per route call; zero means 2s
 
 	// FrameRate is the frames per second a connection may send, every op
 	// and WebSocket control frames included, with FrameBurst at once (zero
@@ -134,6 +143,7 @@ type Hub struct {
 
 	conns, loggedIn                                           atomic.Int64
 	accepted, refused, refusedSource, logins, loginFails      atomic.Uint64
+	refreshes, refreshFails                                   atomic.Uint64
 	tlsFailures, throttled                                    atomic.Uint64
 	framesIn, bytesIn, acks, recovered, requests, rateLimited atomic.Uint64
 	kicks                                                     [codec.NumStatus]atomic.Uint64
@@ -170,6 +180,12 @@ func NewHub(opts Options) *Hub {
 	if opts.MaxInput <= 0 {
 		opts.MaxInput = DefaultMaxInput
 	}
+	if opts.HeartbeatMin <= 0 {
+		opts.HeartbeatMin = opts.Heartbeat
+	}
+	if opts.HeartbeatMax <= 0 {
+		opts.HeartbeatMax = opts.Heartbeat
+	}
 	if opts.HandshakeTimeout <= 0 {
 		opts.HandshakeTimeout = opts.LoginTimeout
 	}
@@ -185,7 +201,7 @@ func NewHub(opts Options) *Hub {
 	if opts.SharedRoute {
 		h.loginq = newLoginPool()
 	}
-	h.wheel = newWheel(h, min(opts.IdleTimeout, opts.LoginTimeout))
+	h.wheel = newWheel(h, min(opts.LoginTimeout, h.idleTimeout(opts.HeartbeatMin)))
 	return h
 }
 
@@ -258,8 +274,9 @@ func (h *Hub) accept(s sock, fd int, link uint32) *Conn {
 	if counted {
 		c.state.Store(uint32(admitUnauth | admitConn))
 	}
-	c.born = h.wheel.now()
-	c.seen.Store(c.born)
+	now := h.wheel.now()
+	c.seen.Store(now)
+	c.due = now + h.wheel.ticks(h.opts.LoginTimeout) + 1
 	c.frames = float32(h.opts.FrameBurst)
 	c.refill = h.nowMillis()
 	c.setInputLimit(MaxLoginInput)

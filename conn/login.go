@@ -50,6 +50,7 @@ type loginJob struct {
 	claims   auth.Claims
 	resume   uint32
 	resuming bool
+	hb       time.Duration // the heartbeat interval granted
 	at       time.Time
 }
 

@@ -145,6 +145,8 @@ func (c *Conn) handle(f *codec.Frame, over bool) {
 				c.hub.rec.JournalAck(c.device, f.Seq)
 			}
 		}
+	case codec.OpRefresh:
+		c.refresh(f, over)
 	case codec.OpLogin:
 		c.kick(codec.StatusBadFrame, "already logged in")
 	default:
@@ -178,7 +180,13 @@ func (c *Conn) login(f *codec.Frame) {
 		}
 		resume = uint32(v)
 	}
-	l := loginJob{c: c, seq: f.Seq, claims: claims, resume: resume, resuming: resuming, at: now}
+	hbv, asked := f.Meta.Get("hb")
+	hb, ok := h.grant(hbv, asked)
+	if !ok {
+		c.refuse(f.Seq, codec.StatusBadFrame, "hb must be decimal seconds")
+		return
+	}
+	l := loginJob{c: c, seq: f.Seq, claims: claims, resume: resume, resuming: resuming, hb: hb, at: now}
 	if h.loginq == nil {
 		l.enter()
 		return
@@ -250,12 +258,12 @@ func (l *loginJob) enter() {
 		}
 	}
 	c.setInputLimit(h.opts.MaxInput)
-	h.wheel.reschedule(c)
+	h.wheel.settle(c, h.wheel.ticks(h.idleTimeout(l.hb)), h.sessionEnd(claims.Expires))
 	c.tokens = float32(h.opts.Burst)
 	h.logins.Add(1)
-	h.intervals.Granted(h.opts.Heartbeat)
+	h.intervals.Granted(l.hb)
 	var prev *Conn
-	c.welcome(l.seq, rec, l.resume, l.resuming, func() {
+	c.welcome(l.seq, l.hb, rec, l.resume, l.resuming, func() {
 		var ok bool
 		if prev, ok = h.reg.put(c); !ok {
 			return // closed meanwhile: it must not enter the index
@@ -272,16 +280,21 @@ func (l *loginJob) enter() {
 	}
 }
 
-// welcome queues LOGIN_ACK and, when the client resumes, the pushes it
+// welcome queues LOGIN_ACK, with the heartbeat interval hb granted, and, when the client resumes, the pushes it
 // missed, in seq order, and makes the connection reachable with register
 // (Group.SendFirst): any new push is queued after them, and a client that
 // has read its LOGIN_ACK can already be pushed to (a backend that pushes
 // as soon as the device says it is online finds it).
-func (c *Conn) welcome(seq uint32, rec *recovery.Entry, resume uint32, resuming bool, register func()) {
+func (c *Conn) welcome(seq uint32, hb time.Duration, rec *recovery.Entry, resume uint32, resuming bool, register func()) {
 	h := c.hub
 	buf := bytebufferpool.Get()
 	defer bytebufferpool.Put(buf)
-	ack := codec.LoginAck{Seq: seq, Conn: c.id, Node: h.opts.Node, Heartbeat: int64(h.opts.Heartbeat / time.Second)}
+	ack := codec.LoginAck{
+		Seq: seq, Conn: c.id, Node: h.opts.Node,
+		Heartbeat:    int64(hb / time.Second),
+		HeartbeatMin: int64(h.opts.HeartbeatMin / time.Second),
+		HeartbeatMax: int64(h.opts.HeartbeatMax / time.Second),
+	}
 	if !resuming {
 		buf.B = codec.AppendLoginAck(buf.B[:0], &ack)
 		h.down.SendFirst(c, register, buf.B)

@@ -50,34 +50,64 @@ func (w *wheel) ticks(d time.Duration) uint32 {
 	return uint32(max(1, (d+w.tick-1)/w.tick))
 }
 
-// deadline is the tick at which c expires, given what it has done. born
-// and seen are the tick in progress at the time, which may be nearly
-// over, so one more tick keeps a timeout from firing early: the kick
-// comes between the timeout and the timeout plus one tick.
-func (w *wheel) deadline(c *Conn) uint32 {
-	if c.State() == StateAccepted {
-		return c.born + w.ticks(w.hub.opts.LoginTimeout) + 1
+// deadline is the tick at which c expires, given what it has done, at
+// tick now and Unix second unix. seen is the tick in progress at the
+// time, which may be nearly over, so one more tick keeps a timeout from
+// firing early: the kick comes between the timeout and the timeout plus
+// one tick. A session's end is a wall-clock time (a token's exp), turned
+// into ticks only when it comes before the idle deadline.
+func (w *wheel) deadline(c *Conn, now uint32, unix int64) uint32 {
+	if c.idle == 0 {
+		return c.due // not logged in, or logged in and not settled yet
 	}
-	return c.seen.Load() + w.ticks(w.hub.opts.IdleTimeout) + 1
+	d := c.seen.Load() + c.idle + 1
+	if c.due != 0 {
+		left := time.Duration(int64(c.due)-unix) * time.Second
+		if left <= 0 {
+			return now
+		}
+		if d > now && left < time.Duration(d-now)*w.tick {
+			d = min(d, now+w.ticks(left)+1)
+		}
+	}
+	return d
+}
+
+// sessionOver reports whether c's session has ended at Unix second unix.
+func sessionOver(c *Conn, unix int64) bool {
+	return c.idle != 0 && c.due != 0 && int64(c.due) <= unix
 }
 
 func (w *wheel) add(c *Conn) {
 	w.mu.Lock()
-	w.insert(c, w.deadline(c))
+	w.insert(c, w.deadline(c, w.now(), time.Now().Unix()))
 	w.size++
 	w.mu.Unlock()
 }
 
-// reschedule moves c to the slot of its current deadline; login calls it,
-// since a logged-in connection's deadline is its idle timeout, which may
-// come before the login deadline it was filed under.
-func (w *wheel) reschedule(c *Conn) {
+// settle gives c its idle timeout in ticks (at least 1) and its session's
+// end (Unix seconds, 0 for never) and moves c to the slot of its new
+// deadline. Until it does, a logged-in connection keeps its login
+// deadline: c.idle = 0 tells the wheel that c.due is still a tick.
+// Login calls it, since a logged-in connection's deadline may come before
+// the login deadline it was filed under, and so does REFRESH.
+func (w *wheel) settle(c *Conn, idle, due uint32) {
 	w.mu.Lock()
+	c.idle, c.due = idle, due
 	if c.wslot >= 0 {
 		w.unlink(c)
-		w.insert(c, w.deadline(c))
+		w.insert(c, w.deadline(c, w.now(), time.Now().Unix()))
 	}
 	w.mu.Unlock()
+}
+
+// extend moves c's session end to due (Unix seconds), keeping its idle
+// timeout.
+func (w *wheel) extend(c *Conn, due uint32) {
+	w.mu.Lock()
+	idle := c.idle
+	w.mu.Unlock()
+	w.settle(c, idle, due)
 }
 
 func (w *wheel) remove(c *Conn) {
@@ -122,7 +152,7 @@ func (w *wheel) run() {
 	defer close(w.done)
 	t := time.NewTicker(w.tick)
 	defer t.Stop()
-	var expired []*Conn
+	var expired []overdue
 	sweepEvery := w.ticks(time.Second)
 	for {
 		select {
@@ -138,20 +168,23 @@ func (w *wheel) run() {
 // turn does one tick's work: it kicks the connections past their
 // deadline and, every second, sweeps expired recovery state. A panic is
 // logged and survived: the wheel is the node's only timer.
-func (w *wheel) turn(now uint32, expired []*Conn, sweepEvery uint32) []*Conn {
+func (w *wheel) turn(now uint32, expired []overdue, sweepEvery uint32) []overdue {
 	defer func() {
 		if r := recover(); r != nil {
 			w.hub.log.Error("timing wheel recovered from a panic", "panic", r, "stack", string(debug.Stack()))
 		}
 	}()
-	expired = w.advance(now, expired)
-	for i, c := range expired {
-		if c.State() == StateAccepted {
-			c.kick(codec.StatusNotLoggedIn, "login timeout")
-		} else {
-			c.kick(codec.StatusIdleTimeout, "no frame within the idle timeout")
+	expired = w.advance(now, time.Now().Unix(), expired)
+	for i, x := range expired {
+		switch x.status {
+		case codec.StatusNotLoggedIn:
+			x.c.kick(codec.StatusNotLoggedIn, "login timeout")
+		case codec.StatusUnauthorized:
+			x.c.kick(codec.StatusUnauthorized, "token expired")
+		default:
+			x.c.kick(codec.StatusIdleTimeout, "no frame within the idle timeout")
 		}
-		expired[i] = nil
+		expired[i] = overdue{}
 	}
 	if now%sweepEvery == 0 {
 		w.hub.rec.Sweep(time.Now())
@@ -159,24 +192,38 @@ func (w *wheel) turn(now uint32, expired []*Conn, sweepEvery uint32) []*Conn {
 	return expired
 }
 
-// advance walks the slot of tick now: connections past their deadline
-// are returned (and leave the wheel), the others move to their new slot.
-func (w *wheel) advance(now uint32, expired []*Conn) []*Conn {
+// overdue is a connection past its deadline, and the status it is kicked with.
+type overdue struct {
+	c      *Conn
+	status codec.Status
+}
+
+// advance walks the slot of tick now (Unix second unix): connections past
+// their deadline are returned (and leave the wheel), the others move to
+// their new slot.
+func (w *wheel) advance(now uint32, unix int64, out []overdue) []overdue {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	c := w.slots[now%wheelSlots]
 	for c != nil {
 		next := c.wnext
 		w.unlink(c)
-		if d := w.deadline(c); d <= now {
-			expired = append(expired, c)
+		if d := w.deadline(c, now, unix); d <= now {
+			status := codec.StatusIdleTimeout
+			switch {
+			case c.State() == StateAccepted:
+				status = codec.StatusNotLoggedIn
+			case sessionOver(c, unix):
+				status = codec.StatusUnauthorized
+			}
+			out = append(out, overdue{c, status})
 			w.size--
 		} else {
 			w.insert(c, d)
 		}
 		c = next
 	}
-	return expired
+	return out
 }
 
 func (w *wheel) close() {

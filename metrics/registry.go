@@ -36,6 +36,8 @@ var (
 	descRateLimited    = desc("rate_limited_total", "REQUESTs answered OVERLOADED by the per-connection rate limit.")
 	descLogins         = desc("logins_total", "Successful logins.")
 	descLoginFailures  = desc("login_failures_total", "Failed logins.")
+	descRefreshes      = desc("refreshes_total", "REFRESHes that renewed a session's token.")
+	descRefreshFails   = desc("refresh_failures_total", "REFRESHes refused; the session went on with its old expiry.")
 	descFramesIn       = desc("frames_in_total", "Frames read from clients.")
 	descFramesOut      = desc("frames_out_total", "Frames written to clients.")
 	descBytesIn        = desc("bytes_in_total", "Bytes read from clients.")
@@ -70,7 +72,7 @@ var (
 
 	allDescs = []*prometheus.Desc{
 		descConnections, descLoggedIn, descAccepted, descRefused, descRefusedSource, descThrottled, descRateLimited, descLogins,
-		descLoginFailures, descFramesIn, descFramesOut, descBytesIn, descBytesOut, descWrites,
+		descLoginFailures, descRefreshes, descRefreshFails, descFramesIn, descFramesOut, descBytesIn, descBytesOut, descWrites,
 		descKicks, descCloses, descPushRequests, descPushDeliveries, descPushOffline,
 		descPushRecovered, descPushAcks, descPushUnrouted, descPushNoReply, descPushCached, descPushStale, descLinkRequests, descLinkFallbacks, descRedisErrors, descClientRTT, descRTTDropped, descHeartbeats, descBizRequests, descBizResults,
 		descBizQueued, descBizInFlight, descBizBreakerOpen, descBizLatency,
@@ -118,6 +120,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	c.counter(ch, descRateLimited, s.RateLimited)
 	c.counter(ch, descLogins, s.Logins)
 	c.counter(ch, descLoginFailures, s.LoginFail)
+	c.counter(ch, descRefreshes, s.Refreshes)
+	c.counter(ch, descRefreshFails, s.RefreshFail)
 	c.counter(ch, descFramesIn, s.FramesIn)
 	c.counter(ch, descFramesOut, s.FramesOut)
 	c.counter(ch, descBytesIn, s.BytesIn)

@@ -29,6 +29,8 @@ func sampleSnapshot() Snapshot {
 		RateLimited:   4,
 		Logins:        7,
 		LoginFail:     2,
+		Refreshes:     3,
+		RefreshFail:   1,
 		FramesIn:      100,
 		FramesOut:     200,
 		BytesIn:       1000,
@@ -81,6 +83,12 @@ longlink_logins_total 7
 # HELP longlink_login_failures_total Failed logins.
 # TYPE longlink_login_failures_total counter
 longlink_login_failures_total 2
+# HELP longlink_refreshes_total REFRESHes that renewed a session's token.
+# TYPE longlink_refreshes_total counter
+longlink_refreshes_total 3
+# HELP longlink_refresh_failures_total REFRESHes refused; the session went on with its old expiry.
+# TYPE longlink_refresh_failures_total counter
+longlink_refresh_failures_total 1
 # HELP longlink_frames_in_total Frames read from clients.
 # TYPE longlink_frames_in_total counter
 longlink_frames_in_total 100

@@ -23,6 +23,10 @@ type Snapshot struct {
 	Throttled uint64 `json:"throttled"`
 	Logins    uint64 `json:"logins"` // successful logins
 	LoginFail uint64 `json:"login_failures"`
+	// Refreshes and RefreshFail count REFRESHes that renewed a session
+	// and those refused (the session went on unchanged).
+	Refreshes   uint64 `json:"refreshes"`
+	RefreshFail uint64 `json:"refresh_failures"`
 	// RateLimited counts REQUESTs answered OVERLOADED by the per-connection
 	// rate limit (-rate), never forwarded.
 	RateLimited uint64 `json:"rate_limited"`
