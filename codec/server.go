@@ -55,9 +55,15 @@ func AppendLoginAck(dst []byte, a *LoginAck) []byte {
 // AppendLoginRefusal appends a LOGIN_ACK that refuses the LOGIN of seq
 // with status and meta "reason".
 func AppendLoginRefusal(dst []byte, seq uint32, status Status, reason string) []byte {
+	return appendRefusal(dst, OpLoginAck, seq, status, reason)
+}
+
+// appendRefusal appends an answer op to the request of seq, refused with
+// status and meta "reason".
+func appendRefusal(dst []byte, op Op, seq uint32, status Status, reason string) []byte {
 	b, start := BeginFrame(dst)
 	b = AppendMetaString(b, "reason", reason)
-	EndFrame(b, start, Header{Op: OpLoginAck, Seq: seq, Status: status}, len(b)-start-HeaderSize)
+	EndFrame(b, start, Header{Op: op, Seq: seq, Status: status}, len(b)-start-HeaderSize)
 	return b
 }
 
@@ -74,10 +80,7 @@ func AppendRefreshAck(dst []byte, seq uint32, exp int64) []byte {
 // AppendRefreshRefusal appends a REFRESH_ACK that refuses the REFRESH of
 // seq with status and meta "reason"; the session goes on.
 func AppendRefreshRefusal(dst []byte, seq uint32, status Status, reason string) []byte {
-	b, start := BeginFrame(dst)
-	b = AppendMetaString(b, "reason", reason)
-	EndFrame(b, start, Header{Op: OpRefreshAck, Seq: seq, Status: status}, len(b)-start-HeaderSize)
-	return b
+	return appendRefusal(dst, OpRefreshAck, seq, status, reason)
 }
 
 // AppendKick appends a KICK with status, meta "reason" and, when not
