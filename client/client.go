@@ -77,6 +77,9 @@ type Stats struct {
 
 	RTT time.Duration // the last PING→PONG round trip measured (0 before the first), reported with the next PING
 
+	Refreshes       uint64 // REFRESHes the gateway accepted
+	RefreshFailures uint64 // refreshes that failed: Config.Token's error, a refusal, no answer
+
 	RequestsSent    uint64 // REQUEST frames handed to a connection (retries included)
 	RequestsRetried uint64 // idempotent requests re-queued after a disconnect
 	RequestsFailed  uint64 // requests that ended in an error other than a StatusError
@@ -90,6 +93,7 @@ type counters struct {
 	connects, reconnects, resumed, gaps, kicks, hbTimeouts atomic.Uint64
 	pushes, dups, unhandled, acks                          atomic.Uint64
 	reqSent, reqRetried, reqFailed                         atomic.Uint64
+	refreshes, refreshFails                                atomic.Uint64
 	lastSeq                                                atomic.Uint32
 }
 
@@ -262,6 +266,8 @@ func (c *Client) Stats() Stats {
 		AcksSent:          c.stats.acks.Load(),
 		LastSeq:           c.stats.lastSeq.Load(),
 		RTT:               time.Duration(c.stats.rtt.Load()),
+		Refreshes:         c.stats.refreshes.Load(),
+		RefreshFailures:   c.stats.refreshFails.Load(),
 		RequestsSent:      c.stats.reqSent.Load(),
 		RequestsRetried:   c.stats.reqRetried.Load(),
 		RequestsFailed:    c.stats.reqFailed.Load(),

@@ -71,13 +71,20 @@ type ProtocolError struct {
 func (e *ProtocolError) Error() string { return "client: protocol error: " + e.Reason }
 
 // terminal reports whether err stops the client for good.
+// ReasonTokenExpired is the reason of the KICK(UNAUTHORIZED) that ends a
+// session at its token's exp; the client reconnects after it.
+const ReasonTokenExpired = "token expired"
+
 func terminal(err error) bool {
 	if errors.Is(err, ErrClosed) {
 		return true
 	}
 	var ke *KickError
 	if errors.As(err, &ke) {
-		return ke.Status == codec.StatusUnauthorized || ke.Status == codec.StatusDuplicateLogin
+		// A session that outlived its token is not refused: the next
+		// attempt brings a fresh one from Config.Token.
+		expired := ke.Status == codec.StatusUnauthorized && ke.Reason == ReasonTokenExpired
+		return (ke.Status == codec.StatusUnauthorized && !expired) || ke.Status == codec.StatusDuplicateLogin
 	}
 	var le *LoginError
 	if errors.As(err, &le) {

@@ -36,7 +36,9 @@ type session struct {
 	pingSeq      atomic.Uint32 // seq of the last PING sent
 	pingAt       atomic.Int64  // when it was sent, unix nanos
 	healthy      atomic.Bool   // a PONG came back: the connection works both ways
-	rbuf         []byte        // read buffer, reused across frames
+	expires      time.Time     // the login token's exp; zero when unknown
+	refreshed    chan refreshAck
+	rbuf         []byte // read buffer, reused across frames
 
 	wg     sync.WaitGroup // reader and writer
 	once   sync.Once
@@ -48,14 +50,15 @@ const outQueue = 256
 
 func newSession(c *Client, nc net.Conn, ep Endpoint) *session {
 	return &session{
-		c:       c,
-		nc:      nc,
-		br:      bufio.NewReaderSize(nc, 16<<10),
-		ep:      ep,
-		out:     make(chan []byte, outQueue),
-		ackWake: make(chan struct{}, 1),
-		acks:    newAckBatcher(c.cfg.AckBatch, c.cfg.AckDelay),
-		done:    make(chan struct{}),
+		c:         c,
+		nc:        nc,
+		br:        bufio.NewReaderSize(nc, 16<<10),
+		ep:        ep,
+		out:       make(chan []byte, outQueue),
+		ackWake:   make(chan struct{}, 1),
+		refreshed: make(chan refreshAck, 1),
+		acks:      newAckBatcher(c.cfg.AckBatch, c.cfg.AckDelay),
+		done:      make(chan struct{}),
 	}
 }
 
@@ -72,6 +75,7 @@ func (s *session) fail(err error) {
 // login sends LOGIN and reads LOGIN_ACK. The caller interrupts it by
 // closing the connection.
 func (s *session) login(token string, resume bool, last uint32) error {
+	s.expires = tokenExpiry(token)
 	meta := codec.AppendMetaString(nil, "token", token)
 	if resume {
 		meta = codec.AppendMetaString(meta, "resume", strconv.FormatUint(uint64(last), 10))
@@ -119,9 +123,10 @@ func (s *session) login(token string, resume bool, last uint32) error {
 }
 
 func (s *session) start() {
-	s.wg.Add(2)
+	s.wg.Add(3)
 	go s.readLoop()
 	go s.writeLoop()
+	go s.refreshLoop(s.expires)
 }
 
 // send hands a frame to the writer. It gives up when the session ends or
@@ -194,6 +199,8 @@ func (s *session) readLoop() {
 			s.c.onResponse(&f)
 		case codec.OpPush:
 			s.c.onPush(s, &f)
+		case codec.OpRefreshAck:
+			s.onRefreshAck(&f)
 		case codec.OpKick:
 			s.c.stats.kicks.Add(1)
 			s.fail(kickError(&f))
