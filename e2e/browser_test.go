@@ -518,3 +518,42 @@ func bwTail(b []byte, n int) []byte {
 	}
 	return b
 }
+
+// TestNodeWebSocketRefresh runs longlink.js's session refresh on Node's
+// `ws` against the real gateway: a 2 s token is refreshed on the same
+// connection, which outlives the token's end (exp plus the 5 s leeway);
+// a refused refresh leaves the session to its "token expired" kick, after
+// which the client logs in again with a fresh token.
+func TestNodeWebSocketRefresh(t *testing.T) {
+	needNode(t)
+	ensureNodeModules(t)
+	s := startServer(t, "-ws-listen", "127.0.0.1:0", "-hb", "1s")
+	short := token(t, "node-refresh", 2*time.Second)
+	until := time.Now().Add(2*time.Second + 5*time.Second + 1500*time.Millisecond)
+	p := runNode(t, "ws_refresh.mjs", map[string]any{
+		"ws":   "ws://" + s.WS + "/",
+		"good": []string{short, token(t, "node-refresh", time.Hour)},
+		// Used once the good client is done, at until: 2 s left then.
+		"bad":   []string{token(t, "node-expiring", time.Until(until)-3*time.Second), token(t, "node-other", time.Hour), token(t, "node-expiring", time.Hour)},
+		"until": until.UnixMilli(),
+	})
+	if ev := p.next("refreshed"); ev["ok"] != true || ev["exp"].(float64) < float64(time.Now().Add(50*time.Minute).UnixMilli()) {
+		t.Errorf("refresh: %v", ev)
+	}
+	if ev := p.next("alive"); ev["state"] != "connected" || ev["sameConn"] != true {
+		t.Errorf("after the first token's end: %v, want the same connection up", ev)
+	}
+	if ev := p.next("refused"); ev["ok"] != false || ev["reason"] != "token is for another device" {
+		t.Errorf("refresh with another device's token: %v", ev)
+	}
+	if ev := p.next("kicked"); ev["statusName"] != "UNAUTHORIZED" || ev["reason"] != "token expired" {
+		t.Errorf("kick: %v", ev)
+	}
+	if ev := p.next("relogin"); ev["state"] != "connected" {
+		t.Errorf("after the expiry kick: %v", ev)
+	}
+	p.wait()
+	if st := s.stats(); st["refreshes"].(float64) != 1 || st["refresh_failures"].(float64) != 1 {
+		t.Errorf("gateway refreshes %v, failures %v: want 1 and 1", st["refreshes"], st["refresh_failures"])
+	}
+}

@@ -19,7 +19,29 @@
 export const Op = Object.freeze({
   LOGIN: 0x01, LOGIN_ACK: 0x02, PING: 0x03, PONG: 0x04, REQUEST: 0x05,
   RESPONSE: 0x06, PUSH: 0x07, PUSH_ACK: 0x08, KICK: 0x09,
+  REFRESH: 0x0A, REFRESH_ACK: 0x0B,
 });
+
+/** The KICK reason that ends a session at its token's exp: not terminal. */
+export const TOKEN_EXPIRED = "token expired";
+
+/**
+ * A JWT's exp claim in ms since the epoch, read without verifying it
+ * (the client cannot, and needs only the time); 0 when there is none.
+ * @param {string} token
+ * @returns {number}
+ */
+export function tokenExpiry(token) {
+  const part = String(token).split(".")[1];
+  if (!part) return 0;
+  try {
+    const b64 = part.replace(/-/g, "+").replace(/_/g, "/");
+    const exp = Number(JSON.parse(atob(b64 + "=".repeat((4 - (b64.length % 4)) % 4))).exp);
+    return exp > 0 ? exp * 1000 : 0;
+  } catch {
+    return 0;
+  }
+}
 
 /** Status codes, by name. */
 export const Status = Object.freeze({
@@ -254,6 +276,9 @@ export class Push {
  * - `duplicate`: a Push dropped as a duplicate
  * - `kick`: {status, statusName, reason, redirect}
  * - `pong`: {seq, rtt} (rtt in ms)
+ * - `refresh`: {ok: true, exp} (exp in ms) or {ok: false, status?, reason}, for each
+ *   REFRESH: a token given as a function is renewed on the connection when four
+ *   fifths of its life have passed (retried every 5 s after a failure)
  * - `error`: {error} (a handler threw, or a frame could not be decoded)
  */
 export class LonglinkClient extends EventTarget {
@@ -382,6 +407,7 @@ export class LonglinkClient extends EventTarget {
     }
     ws.binaryType = "arraybuffer";
     this._ws = ws;
+    this._tokenExp = tokenExpiry(token);
     ws.onopen = () => {
       const meta = { token };
       if (this.lastPushSeq > 0) meta.resume = String(this.lastPushSeq);
@@ -405,7 +431,9 @@ export class LonglinkClient extends EventTarget {
       const k = this._kick;
       const lf = this._loginFail;
       if (k) {
-        const noRetry = k.status === Status.UNAUTHORIZED || k.status === Status.DUPLICATE_LOGIN;
+        // A session that outlived its token reconnects with a fresh one.
+        const expired = k.status === Status.UNAUTHORIZED && k.reason === TOKEN_EXPIRED;
+        const noRetry = (k.status === Status.UNAUTHORIZED && !expired) || k.status === Status.DUPLICATE_LOGIN;
         this._drop(`kicked: ${k.statusName}${k.reason ? ` (${k.reason})` : ""}`,
           { status: k.status, reconnect: !noRetry, redirect: k.redirect, fast: k.status === Status.SHUTTING_DOWN });
       } else if (lf) {
@@ -425,7 +453,7 @@ export class LonglinkClient extends EventTarget {
    */
   _drop(reason, how = {}) {
     this._gen = (this._gen ?? 0) + 1; // ignore anything the old socket still says
-    for (const name of ["login", "hb", "ack"]) this._clear(name);
+    for (const name of ["login", "hb", "ack", "refresh"]) this._clear(name);
     const ws = this._ws;
     this._ws = null;
     if (ws) {
@@ -490,6 +518,7 @@ export class LonglinkClient extends EventTarget {
         return;
       }
       case Op.PUSH: return this._onPush(f);
+      case Op.REFRESH_ACK: return this._onRefreshAck(f);
       case Op.KICK: {
         this._kick = { status: f.status, statusName: statusName(f.status),
           reason: metaText(f, "reason"), redirect: metaText(f, "redirect") };
@@ -519,6 +548,52 @@ export class LonglinkClient extends EventTarget {
     this._timers.hb = setInterval(() => this._heartbeat(), this.hb * 1000);
     this._setState("connected", { conn: this.conn, node: this.node, hb: this.hb, resumed });
     this._emit("login", { conn: this.conn, node: this.node, hb: this.hb, resumed });
+    this._scheduleRefresh(this._tokenExp);
+  }
+
+  // ---- session refresh (docs/protocol.md, "Session expiry and REFRESH") ----
+
+  /** Arms the refresh of a token ending at exp (ms): at four fifths of its life left. */
+  _scheduleRefresh(exp, delay) {
+    this._clear("refresh");
+    if (typeof this.opts.token !== "function" || (!exp && delay === undefined)) return; // a fixed token cannot be renewed
+    const wait = delay ?? Math.max(0, ((exp - Date.now()) * 4) / 5);
+    this._timers.refresh = setTimeout(() => this._refresh(), Math.min(wait, 2 ** 31 - 1));
+  }
+
+  async _refresh() {
+    this._timers.refresh = null;
+    const gen = this._gen;
+    let token;
+    try {
+      token = await this.opts.token();
+    } catch (err) {
+      if (gen !== this._gen) return;
+      this._emit("refresh", { ok: false, reason: `getting a token failed: ${err?.message ?? err}` });
+      this._scheduleRefresh(0, 5000);
+      return;
+    }
+    if (gen !== this._gen || !this._ws) return;
+    this._refreshSeq = this._nextSeq();
+    this._send(encodeFrame({ op: Op.REFRESH, seq: this._refreshSeq, meta: { token } }));
+    this._timers.refresh = setTimeout(() => { // no answer: try again
+      this._emit("refresh", { ok: false, reason: "no REFRESH_ACK" });
+      this._refresh();
+    }, this.opts.loginTimeout);
+  }
+
+  /** @param {Frame} f */
+  _onRefreshAck(f) {
+    if (f.seq !== this._refreshSeq) return; // a late answer to an earlier one
+    this._clear("refresh");
+    if (f.status !== Status.OK) {
+      this._emit("refresh", { ok: false, status: f.status, reason: metaText(f, "reason") });
+      this._scheduleRefresh(0, 5000);
+      return;
+    }
+    const exp = Number(metaText(f, "exp")) * 1000;
+    this._emit("refresh", { ok: true, exp });
+    this._scheduleRefresh(exp);
   }
 
   _heartbeat() {
