@@ -40,10 +40,10 @@ HEADER = struct.Struct(">2sBBBBHHHII")  # magic ver op flags reserved biz status
 HEADER_SIZE = 20
 assert HEADER.size == HEADER_SIZE
 
-LOGIN, LOGIN_ACK, PING, PONG, REQUEST, RESPONSE, PUSH, PUSH_ACK, KICK = range(1, 10)
+LOGIN, LOGIN_ACK, PING, PONG, REQUEST, RESPONSE, PUSH, PUSH_ACK, KICK, REFRESH, REFRESH_ACK = range(1, 12)
 OP_NAMES = {1: "LOGIN", 2: "LOGIN_ACK", 3: "PING", 4: "PONG", 5: "REQUEST",
-            6: "RESPONSE", 7: "PUSH", 8: "PUSH_ACK", 9: "KICK"}
-SERVER_OPS = {LOGIN_ACK, PONG, RESPONSE, PUSH, KICK}
+            6: "RESPONSE", 7: "PUSH", 8: "PUSH_ACK", 9: "KICK", 10: "REFRESH", 11: "REFRESH_ACK"}
+SERVER_OPS = {LOGIN_ACK, PONG, RESPONSE, PUSH, KICK, REFRESH_ACK}
 ACK_REQUIRED = 0x01
 
 STATUS_NAMES = ["OK", "BAD_FRAME", "UNAUTHORIZED", "NOT_LOGGED_IN", "UNKNOWN_BIZ",
@@ -426,6 +426,72 @@ def c_login_claims(s):
     with s.login(app="conformance", groups=[s.uid("g")]) as c:
         c.send_frame(PING, seq=3)
         eq(c.expect(PONG).seq, 3, "PONG seq")
+
+
+@check("login: meta hb is granted clamped to LOGIN_ACK hb_min..hb_max")
+def c_login_hb(s):
+    with s.login() as c:
+        lo, hi = c.login_ack.meta.get("hb_min"), c.login_ack.meta.get("hb_max")
+        truthy(lo is not None and lo.isdigit() and hi is not None and hi.isdigit() and 0 < int(lo) <= int(hi),
+               "LOGIN_ACK meta hb_min/hb_max: expected decimal seconds, min <= max, got %r/%r" % (lo, hi))
+        hb = c.login_ack.meta.get("hb")
+        truthy(int(lo) <= int(hb) <= int(hi), "LOGIN_ACK hb %s outside [%s, %s]" % (hb, lo, hi))
+    lo, hi = int(lo), int(hi)
+    for ask, want in ((1, max(1, lo)), (10**9, hi), ((lo + hi) // 2, (lo + hi) // 2)):
+        with s.login(extra_meta=[("hb", str(ask))]) as c:
+            eq(c.login_ack.meta.get("hb"), str(want), "LOGIN_ACK hb for LOGIN hb=%d" % ask)
+    c = s.connect()
+    try:
+        c.send_frame(LOGIN, seq=1, meta=[("token", s.token(s.uid("hb"))), ("hb", "ten")])
+        ack = c.expect(LOGIN_ACK)
+        eq(ack.status, BAD_FRAME, "LOGIN_ACK status for hb=ten")
+    finally:
+        c.close()
+
+
+# ---- refresh
+
+def refresh(c, seq, token):
+    meta = [("token", token)] if token is not None else []
+    c.send_frame(REFRESH, seq=seq, meta=meta)
+    a = c.expect(REFRESH_ACK)
+    eq(a.seq, seq, "REFRESH_ACK seq")
+    return a
+
+
+@check("refresh: a token for the same sub -> REFRESH_ACK OK, seq copied, meta exp")
+def c_refresh(s):
+    with s.login() as c:
+        exp = int(time.time()) + 7200
+        a = refresh(c, 77, s.token(c.device, exp_in=7200))
+        eq(a.status, OK, "REFRESH_ACK status")
+        got = a.meta.get("exp")
+        truthy(got is not None and got.isdigit() and abs(int(got) - exp) <= 2,
+               "REFRESH_ACK meta exp: expected about %d, got %r" % (exp, got))
+        c.send_frame(PING, seq=78)
+        eq(c.expect(PONG).seq, 78, "PONG seq after REFRESH")
+
+
+@check("refresh: another sub, a bad token, no token -> REFRESH_ACK UNAUTHORIZED with reason; the session goes on")
+def c_refresh_refused(s):
+    with s.login() as c:
+        for i, tok in enumerate((s.token(s.uid("other")), "not-a-jwt", None,
+                                 s.token(c.device, secret=s.args.jwt_secret + "-wrong"))):
+            a = refresh(c, 90 + i, tok)
+            eq(a.status, UNAUTHORIZED, "REFRESH_ACK status for refusal %d" % i)
+            truthy(a.meta.get("reason"), "REFRESH_ACK refusal %d: expected meta reason" % i)
+        c.send_frame(PING, seq=99)
+        eq(c.expect(PONG).seq, 99, "PONG seq after refused REFRESHes")
+
+
+@check("before login: REFRESH -> KICK NOT_LOGGED_IN, close")
+def c_refresh_before_login(s):
+    c = s.connect()
+    try:
+        c.send_frame(REFRESH, seq=1, meta=[("token", s.token(s.uid("pre")))])
+        c.expect_kick_and_close(NOT_LOGGED_IN)
+    finally:
+        c.close()
 
 
 # ---- ping
@@ -847,9 +913,14 @@ def c_bad_op0(s):
     hostile_after_login(s, encode_frame(0x00, seq=1), BAD_FRAME)
 
 
-@check("hostile: unknown op 0x0A -> KICK BAD_FRAME, close")
-def c_bad_op10(s):
-    hostile_after_login(s, encode_frame(0x0A, seq=1), BAD_FRAME)
+@check("hostile: unknown op 0x0C -> KICK BAD_FRAME, close")
+def c_bad_op12(s):
+    hostile_after_login(s, encode_frame(0x0C, seq=1), BAD_FRAME)
+
+
+@check("hostile: REFRESH_ACK from a client -> KICK BAD_FRAME, close")
+def c_client_refresh_ack(s):
+    hostile_after_login(s, encode_frame(REFRESH_ACK, seq=1), BAD_FRAME)
 
 
 @check("hostile: header declaring a body over -max-frame -> KICK FRAME_TOO_LARGE before the body")
@@ -981,7 +1052,7 @@ def c_idle(s):
     with s.login() as c:
         t0 = time.monotonic()  # the LOGIN was the last frame sent
         hb = int(c.login_ack.meta.get("hb", "30"))
-        idle = s.args.idle_timeout or 3 * hb
+        idle = max(s.args.idle_timeout, 3 * hb)  # the larger of -idle-timeout and 3 x the grant
         c.expect_kick_and_close(IDLE_TIMEOUT, timeout=idle + 5)
         elapsed = time.monotonic() - t0
         truthy(elapsed >= idle - 0.1,
